@@ -1,0 +1,179 @@
+"""The Circuit data type shared by every layer: nodes, edges, scores, metrics and provenance.
+
+No torch here: the graph store, the workers and the API read and write circuits without it.
+
+Node names are stable and readable, and they are also the Neo4j keys:
+``embed`` (token + position embedding), ``a{L}.h{H}`` (attention head), ``m{L}`` (MLP),
+``m{L}.n{I}`` (neuron I of MLP L), ``logits``. An edge ``src->dst<input>`` names the input of the
+receiver it feeds: ``q``, ``k`` or ``v`` for a head, ``mlp`` for an MLP or neuron, ``logits``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+NodeKind = Literal["embed", "attention", "mlp", "neuron", "logits"]
+EdgeInput = Literal["q", "k", "v", "mlp", "logits"]
+EDGE_INPUTS: tuple[str, ...] = ("q", "k", "v", "mlp", "logits")
+
+_NODE_RE = re.compile(r"^(?:(embed)|(logits)|a(\d+)\.h(\d+)|m(\d+)(?:\.n(\d+))?)$")
+_EDGE_RE = re.compile(r"^(?P<src>[^<>-]+)->(?P<dst>[^<>-]+?)(?:<(?P<input>q|k|v)>)?$")
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"a{layer}.h{head}"
+
+
+def mlp_name(layer: int) -> str:
+    return f"m{layer}"
+
+
+def neuron_name(layer: int, neuron: int) -> str:
+    return f"m{layer}.n{neuron}"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One component of the model. ``layer``/``head``/``neuron`` are None where they do not apply."""
+
+    name: str
+    kind: NodeKind
+    layer: int | None = None
+    head: int | None = None
+    neuron: int | None = None
+    score: float | None = None
+
+    @classmethod
+    def parse(cls, name: str, score: float | None = None) -> Node:
+        """Build a node from its name; raises ValueError naming the accepted forms."""
+        m = _NODE_RE.match(name)
+        if not m:
+            raise ValueError(
+                f"bad node name {name!r}: expected embed, logits, a<L>.h<H>, m<L> or m<L>.n<I>"
+            )
+        embed, logits, a_layer, a_head, m_layer, m_neuron = m.groups()
+        if embed:
+            return cls(name, "embed", score=score)
+        if logits:
+            return cls(name, "logits", score=score)
+        if a_layer is not None:
+            return cls(name, "attention", int(a_layer), int(a_head), score=score)
+        if m_neuron is not None:
+            return cls(name, "neuron", int(m_layer), neuron=int(m_neuron), score=score)
+        return cls(name, "mlp", int(m_layer), score=score)
+
+
+def input_of(receiver: Node, qkv: str | None = None) -> EdgeInput:
+    """The input an edge into ``receiver`` feeds: q/k/v for heads, else fixed by the kind."""
+    if receiver.kind == "attention":
+        if qkv not in ("q", "k", "v"):
+            raise ValueError(f"an edge into head {receiver.name} needs input q, k or v, got {qkv!r}")
+        return qkv  # type: ignore[return-value]
+    if receiver.kind in ("mlp", "neuron"):
+        return "mlp"
+    if receiver.kind == "logits":
+        return "logits"
+    raise ValueError(f"{receiver.name} ({receiver.kind}) receives no edges")
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A path from ``src``'s output to ``dst``'s ``input`` through the residual stream."""
+
+    src: str
+    dst: str
+    input: EdgeInput
+    score: float | None = None
+
+    @property
+    def name(self) -> str:
+        """``a0.h1->a2.h3<q>`` for head inputs, ``m1->m2`` and ``m3->logits`` otherwise."""
+        suffix = f"<{self.input}>" if self.input in ("q", "k", "v") else ""
+        return f"{self.src}->{self.dst}{suffix}"
+
+    @classmethod
+    def parse(cls, name: str, score: float | None = None) -> Edge:
+        m = _EDGE_RE.match(name)
+        if not m:
+            raise ValueError(f"bad edge name {name!r}: expected SRC->DST or SRC->DST<q|k|v>")
+        dst = Node.parse(m["dst"])
+        Node.parse(m["src"])
+        return cls(m["src"], m["dst"], input_of(dst, m["input"]), score)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Task metric of the full model, the empty circuit and the circuit (everything else patched)."""
+
+    full: float
+    empty: float
+    circuit: float
+    name: str = "kl"
+
+    @property
+    def faithfulness(self) -> float | None:
+        """(m(C) - m(empty)) / (m(full) - m(empty)); None when full and empty coincide."""
+        span = self.full - self.empty
+        return None if span == 0 else (self.circuit - self.empty) / span
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a circuit came from: enough to reproduce it."""
+
+    model: str
+    task: str
+    method: str
+    model_sha256: str = ""
+    dataset_hash: str = ""
+    threshold: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    device: str = "cpu"
+    timings: dict[str, float] = field(default_factory=dict)
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A circuit: its id, nodes and edges (with scores), metrics and provenance."""
+
+    id: str
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+    metrics: Metrics
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        names = {n.name for n in self.nodes}
+        missing = {e.src for e in self.edges} | {e.dst for e in self.edges}
+        missing -= names
+        if missing:
+            raise ValueError(f"circuit {self.id}: edges name nodes it lacks: {sorted(missing)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["metrics"]["faithfulness"] = self.metrics.faithfulness
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Circuit:
+        metrics = {k: v for k, v in data["metrics"].items() if k != "faithfulness"}
+        return cls(
+            id=data["id"],
+            nodes=tuple(Node(**n) for n in data["nodes"]),
+            edges=tuple(Edge(**e) for e in data["edges"]),
+            metrics=Metrics(**metrics),
+            provenance=Provenance(**data["provenance"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Circuit:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,104 @@
+"""Settings for every process of circuit-atlas, read once from environment variables.
+
+All variables carry the prefix ``ATLAS_`` (``ATLAS_NEO4J_URI``, ``ATLAS_REDIS_URL`` ...) and may also
+come from a ``.env`` file in the working directory. The defaults work against the local services
+that ``circuits services up`` starts, so a fresh clone needs no configuration.
+
+This module lives in ``workers`` because workers are the lowest layer that opens connections to the
+services; ``api`` reads it from here, ``discovery`` and ``graphstore`` never read settings (they are
+handed drivers and parameters).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Queues the Celery workers consume. Jobs are routed by device: ``cpu`` or ``gpu``.
+QUEUES: tuple[str, ...] = ("cpu", "gpu")
+
+
+class Settings(BaseSettings):
+    """Where the services are and how the local ones are run. Secrets are ``SecretStr``: they
+    print as ``**********`` in reprs, logs and ``circuits services status``."""
+
+    model_config = SettingsConfigDict(env_prefix="ATLAS_", env_file=".env", extra="ignore")
+
+    neo4j_uri: str = Field("bolt://127.0.0.1:7687", description="Bolt URI of the circuit store.")
+    neo4j_user: str = Field("neo4j", description="Neo4j user name.")
+    neo4j_password: SecretStr = Field(
+        SecretStr("circuit-atlas-dev"),
+        description="Neo4j password; the local server is initialised with it on first start.",
+    )
+    neo4j_database: str = Field("neo4j", description="Database that holds the circuits.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis URL: Celery broker and result backend."
+    )
+    api_host: str = Field("127.0.0.1", description="Interface the HTTP API binds to.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API.")
+    worker_queues: str = Field("cpu", description="Comma-separated queues a worker consumes.")
+    health_timeout_s: float = Field(3.0, gt=0, description="Per-service timeout of /health.")
+
+    local_dir: Path = Field(Path(".local"), description="Data, logs and pids of local services.")
+    neo4j_heap: str = Field("512m", description="JVM heap of the local Neo4j (small machine).")
+    neo4j_pagecache: str = Field("128m", description="Page cache of the local Neo4j.")
+    neo4j_start_timeout_s: float = Field(
+        300.0, gt=0, description="How long `services up` waits for Neo4j's Bolt to answer."
+    )
+
+    @field_validator("neo4j_uri")
+    @classmethod
+    def _bolt_uri(cls, value: str) -> str:
+        scheme = urlparse(value).scheme
+        if scheme not in {"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"}:
+            raise ValueError(
+                f"ATLAS_NEO4J_URI must be a bolt:// or neo4j:// URI, got scheme {scheme!r}"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if urlparse(value).scheme not in {"redis", "rediss"}:
+            raise ValueError("ATLAS_REDIS_URL must start with redis:// or rediss://")
+        return value
+
+    @property
+    def neo4j_port(self) -> int:
+        """Bolt port named in ``neo4j_uri`` (7687 when the URI names none)."""
+        return urlparse(self.neo4j_uri).port or 7687
+
+    @property
+    def neo4j_host(self) -> str:
+        return urlparse(self.neo4j_uri).hostname or "127.0.0.1"
+
+    @property
+    def redis_port(self) -> int:
+        """Port named in ``redis_url`` (6379 when the URL names none)."""
+        return urlparse(self.redis_url).port or 6379
+
+    @property
+    def redis_host(self) -> str:
+        return urlparse(self.redis_url).hostname or "127.0.0.1"
+
+    @property
+    def queues(self) -> list[str]:
+        """The worker's queues, validated against :data:`QUEUES`."""
+        names = [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+        unknown = sorted(set(names) - set(QUEUES))
+        if unknown or not names:
+            raise ValueError(
+                f"ATLAS_WORKER_QUEUES={self.worker_queues!r}: unknown queue(s) {unknown}; "
+                f"use a comma-separated subset of {', '.join(QUEUES)}"
+            )
+        return names
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
