@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from celery import Celery
 from fastapi import Depends, Request
 from neo4j import Driver, GraphDatabase
@@ -32,7 +34,8 @@ class Resources:
             connection_acquisition_timeout=timeout,
         )
         client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),  # one retry: a dead Redis must not stall /health
         )
         return cls(settings, driver, client, create_celery(settings))
 

@@ -68,7 +68,7 @@ class Neo4jLocal:
     def process(self) -> ManagedProcess:
         # The home dir in the command line tells our server from any other Neo4j on the machine.
         return ManagedProcess(
-            "neo4j", self.home / "run" / "neo4j.pid", f"--home-dir={self.home.resolve()}"
+            "neo4j", self.home / "run" / "neo4j.pid", (f"--home-dir={self.home.resolve()}",)
         )
 
     @property
@@ -141,10 +141,13 @@ class Neo4jLocal:
             self.wait_until_ready(pid)
             return f"neo4j already running (pid {pid}) on {self.uri()}"
         if port_open(self.host, self.port):
+            if self.reachable():
+                return f"neo4j: using the existing server on {self.uri()} (not started by circuits)"
             raise ServiceError(
-                f"port {self.host}:{self.port} is taken by a process circuit-atlas did not start. "
-                "Use that Neo4j by setting ATLAS_NEO4J_URI/USER/PASSWORD (and skip `services up`), "
-                "or pick a free port with ATLAS_NEO4J_URI=bolt://127.0.0.1:PORT"
+                f"port {self.host}:{self.port} is taken by a process circuit-atlas did not start, "
+                "and it does not accept the configured credentials as Neo4j. If it is your Neo4j, "
+                "set ATLAS_NEO4J_USER and ATLAS_NEO4J_PASSWORD; otherwise choose another port with "
+                "ATLAS_NEO4J_URI=bolt://127.0.0.1:PORT"
             )
         java = ensure_java()
         classpath = self.classpath()

@@ -43,15 +43,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def pids_with_marker(marker: str) -> list[int]:
-    """Every live process whose command line contains ``marker`` (used to prove none is stray)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and marker in _cmdline(int(entry.name)) and _alive(int(entry.name)):
-            found.append(int(entry.name))
-    return sorted(found)
-
-
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     """True when something accepts TCP connections on ``host:port``."""
     try:
@@ -71,22 +62,33 @@ def tail(path: Path, lines: int = 20) -> str:
 
 @dataclass(frozen=True)
 class ManagedProcess:
-    """A background process identified by ``pidfile`` and a command-line ``marker``."""
+    """A background process identified by ``pidfile`` and command-line ``markers`` (any one of
+    them matches: some servers rewrite their process title after start)."""
 
     name: str
     pidfile: Path
-    marker: str
+    markers: tuple[str, ...]
+
+    def matches(self, pid: int) -> bool:
+        """True when ``pid`` is alive and its command line carries one of our markers."""
+        cmdline = _cmdline(pid)
+        return _alive(pid) and any(marker in cmdline for marker in self.markers)
+
+    def all_pids(self) -> list[int]:
+        """Every live process that looks like ours, pid file or not (to prove none is stray)."""
+        return sorted(
+            int(entry.name) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and self.matches(int(entry.name))
+        )
 
     def pid(self) -> int | None:
-        """The pid of our running process, or None (a stale pid file is removed)."""
+        """The pid of our running process, or None. Read-only: a stale pid file stays until the
+        next start or stop replaces or removes it."""
         try:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        if _alive(pid) and self.marker in _cmdline(pid):
-            return pid
-        self.pidfile.unlink(missing_ok=True)
-        return None
+        return pid if self.matches(pid) else None
 
     def start(self, argv: list[str], *, log: Path, env: dict[str, str] | None = None) -> int:
         """Start ``argv`` detached (own session, stdin closed, output appended to ``log``)."""
@@ -102,6 +104,11 @@ class ManagedProcess:
                 start_new_session=True,
             )
         self.pidfile.write_text(f"{proc.pid}\n")
+        # Right after exec, /proc/<pid>/cmdline can read empty for a moment; wait until the new
+        # process is recognisable so that callers polling pid() do not take it for dead.
+        deadline = time.monotonic() + 10
+        while not self.matches(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         return proc.pid
 
     def stop(self, timeout: float = 60.0) -> bool:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from api.ops.install import ensure_program
 from api.ops.process import ManagedProcess, ServiceError, port_open, tail
@@ -31,15 +33,19 @@ class RedisLocal:
 
     @property
     def process(self) -> ManagedProcess:
-        # Redis rewrites its process title to "redis-server HOST:PORT"; that is our marker.
-        return ManagedProcess("redis", self.home / "redis.pid", f"redis-server {self.host}:{self.port}")
+        # Our argv names the port; once running, Redis rewrites its title to "redis-server HOST:PORT".
+        return ManagedProcess("redis", self.home / "redis.pid",
+                              (f"--port {self.port} ", f"redis-server {self.host}:{self.port}"))
 
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
     def reachable(self, timeout: float = 1.0) -> bool:
         try:
-            return bool(redis.Redis(host=self.host, port=self.port, socket_timeout=timeout).ping())
+            client = redis.Redis(host=self.host, port=self.port, socket_timeout=timeout,
+                                 socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+            with client:
+                return bool(client.ping())
         except redis.RedisError:
             return False
 
@@ -49,10 +55,12 @@ class RedisLocal:
         if pid is not None:
             return f"redis already running (pid {pid}) on {self.host}:{self.port}"
         if port_open(self.host, self.port):
+            if self.reachable():
+                return f"redis: using the existing server on {self.host}:{self.port} (not started by circuits)"
             raise ServiceError(
-                f"port {self.host}:{self.port} is taken by a process circuit-atlas did not start. "
-                "Use that Redis by setting ATLAS_REDIS_URL (and skip `services up`), or pick a free "
-                "port with ATLAS_REDIS_URL=redis://127.0.0.1:PORT/0"
+                f"port {self.host}:{self.port} is taken by a process circuit-atlas did not start, "
+                "and it does not answer as Redis. Free the port, or choose another with "
+                "ATLAS_REDIS_URL=redis://127.0.0.1:PORT/0"
             )
         server = ensure_program("redis-server", package="redis-server", why="Celery's broker")
         (self.home / "data").mkdir(parents=True, exist_ok=True)

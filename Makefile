@@ -1,0 +1,38 @@
+# circuit-atlas: the two commands of the README, and their parts.
+#   make demo   virtualenv + dependencies, local Redis and Neo4j, then a job API -> Redis -> worker -> Neo4j
+#   make test   the same setup, then the whole test suite against the real services
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The install is redone only when pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: setup services demo test down clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "circuit-atlas needs Python >= 3.11 (found " + sys.version.split()[0] + ")")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	@# uv installs from its cache by hard links: seconds once the wheels are cached.
+	@UV_NATIVE_TLS=1 UV_FIND_LINKS="$${UV_FIND_LINKS:-$$PIP_FIND_LINKS}" VIRTUAL_ENV=$(VENV) \
+	  $(BIN)/uv pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+	@echo "dependencies installed in $(VENV)"
+
+services: setup
+	$(BIN)/circuits services up
+
+demo: services
+	$(BIN)/circuits demo
+
+test: services
+	$(BIN)/python -m pytest
+
+down:
+	$(BIN)/circuits services down
+
+clean: down
+	rm -rf $(VENV) .local

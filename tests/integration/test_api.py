@@ -1,0 +1,72 @@
+"""The FastAPI app served by uvicorn: /health reports real reachability, and a job goes
+API -> Redis -> worker -> Neo4j -> API."""
+
+from __future__ import annotations
+
+import time
+
+from api.ops.redis_local import RedisLocal
+from tests.conftest import free_port
+
+
+def test_health_ok_with_both_services(api_server):
+    with api_server().client() as client:
+        response = client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["neo4j"]["reachable"] and body["redis"]["reachable"]
+
+
+def test_health_503_when_redis_goes_down(api_server, tmp_path):
+    redis = RedisLocal(home=tmp_path / "redis", port=free_port())
+    redis.up()
+    try:
+        with api_server({"ATLAS_REDIS_URL": redis.url()}).client() as client:
+            assert client.get("/health").status_code == 200
+            redis.down()
+            response = client.get("/health")
+    finally:
+        redis.down()
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["redis"]["reachable"] is False and body["redis"]["error"]
+    assert body["neo4j"]["reachable"] is True
+
+
+def test_health_503_when_neo4j_unreachable(api_server):
+    dead = free_port()
+    with api_server({"ATLAS_NEO4J_URI": f"bolt://127.0.0.1:{dead}"}).client() as client:
+        started = time.monotonic()
+        response = client.get("/health")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    body = response.json()
+    assert body["neo4j"] == {"reachable": False, "address": f"127.0.0.1:{dead}",
+                             "error": body["neo4j"]["error"]}
+    assert body["neo4j"]["error"] and body["redis"]["reachable"] is True
+    assert elapsed < 15  # bounded by the health timeout, not a hang
+
+
+def test_job_goes_through_redis_worker_and_neo4j(api_server, worker_process):
+    with api_server().client() as client:
+        submitted = client.post("/v1/jobs", json={"kind": "placeholder"})
+        assert submitted.status_code == 202
+        job_id = submitted.json()["id"]
+        deadline = time.monotonic() + 120
+        while (job := client.get(f"/v1/jobs/{job_id}").json())["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, f"job stuck in {job['state']}"
+            time.sleep(0.3)
+        assert job["state"] == "succeeded", job
+        circuit = client.get(f"/v1/circuits/{job['result']['circuit_id']}")
+    assert circuit.status_code == 200
+    assert circuit.json()["id"] == job_id and len(circuit.json()["edges"]) == job["result"]["n_edges"]
+
+
+def test_unknown_ids_and_bad_bodies(api_server):
+    with api_server().client() as client:
+        assert client.get("/v1/jobs/nope").status_code == 404
+        assert client.get("/v1/circuits/nope").status_code == 404
+        bad = client.post("/v1/jobs", json={"kind": "launch-missiles"})
+    assert bad.status_code == 422
+    assert any("kind" in err["loc"] for err in bad.json()["detail"])
