@@ -140,3 +140,13 @@ def api_server(tmp_path) -> Iterator[callable]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def reaper():
+    """Kill anything a failed lifecycle test left behind, so one failure leaves no stray server."""
+    services = []
+    yield services.append
+    for service in services:
+        for pid in service.process.all_pids():
+            os.kill(pid, signal.SIGKILL)

@@ -17,8 +17,9 @@ def test_health_ok_with_both_services(api_server):
     assert body["status"] == "ok" and body["neo4j"]["reachable"] and body["redis"]["reachable"]
 
 
-def test_health_503_when_redis_goes_down(api_server, tmp_path):
+def test_health_503_when_redis_goes_down(api_server, tmp_path, reaper):
     redis = RedisLocal(home=tmp_path / "redis", port=free_port())
+    reaper(redis)
     redis.up()
     try:
         with api_server({"ATLAS_REDIS_URL": redis.url()}).client() as client:

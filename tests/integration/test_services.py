@@ -18,8 +18,9 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_redis_lifecycle(tmp_path):
+def test_redis_lifecycle(tmp_path, reaper):
     redis = RedisLocal(home=tmp_path / "redis", port=free_port())
+    reaper(redis)
     assert "started" in redis.up()
     pid = redis.process.pid()
     assert "already running" in redis.up()
@@ -41,9 +42,10 @@ def test_port_taken_by_a_stranger_is_reported(tmp_path):
 
 
 @pytest.mark.slow
-def test_neo4j_lifecycle(tmp_path):
+def test_neo4j_lifecycle(tmp_path, reaper):
     neo4j = Neo4jLocal(home=tmp_path / "neo4j", password="lifecycle-pass", port=free_port(),
                        heap="256m", pagecache="32m")
+    reaper(neo4j)
     assert "started" in neo4j.up()
     pid = neo4j.process.pid()
     assert neo4j.reachable()
@@ -61,9 +63,10 @@ def test_cli_status_reports_running_services(settings):
     assert '"reachable": true' in done.stdout and "password" not in done.stdout
 
 
-def test_existing_server_is_used_not_duplicated_or_stopped(tmp_path):
+def test_existing_server_is_used_not_duplicated_or_stopped(tmp_path, reaper):
     port = free_port()
     ours = RedisLocal(home=tmp_path / "ours", port=port)
+    reaper(ours)
     ours.up()
     try:
         other = RedisLocal(home=tmp_path / "other", port=port)
