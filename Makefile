@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # The install is redone only when pyproject.toml changes.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup services demo test down clean
+.PHONY: setup services demo lint test down clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,10 @@ services: setup
 demo: services
 	$(BIN)/circuits demo
 
-test: services
+lint: setup
+	$(BIN)/ruff check .
+
+test: services lint
 	$(BIN)/python -m pytest
 
 down:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from celery import Celery
 from fastapi import Depends, Request
 from neo4j import Driver, GraphDatabase
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from workers.app import create_celery
 from workers.settings import Settings

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.ops.process import spawn, stop_group
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,26 +25,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start a child in its own process group, output to ``log``."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})}, start_new_session=True,
-        )
-
-
-def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM the child's process group, SIGKILL if it lingers."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -86,15 +68,15 @@ def worker_process(celery_client, neo4j_driver, tmp_path_factory) -> Iterator[su
     from workers.app import PING_TASK
 
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    proc = spawn([sys.executable, "-m", "api.cli", "worker", "--queues", "cpu"], log)
+    proc = spawn([sys.executable, "-m", "api.cli", "worker", "--queues", "cpu"], log, cwd=ROOT)
     try:
         # The first ping is answered once the worker has booted and consumes the queue.
         celery_client.send_task(PING_TASK, args=[{"ready": True}], queue="cpu").get(timeout=120)
     except Exception:
-        stop(proc)
+        stop_group(proc)
         pytest.fail(f"the worker did not answer within 120s; its log:\n{log.read_text()[-3000:]}")
     yield proc
-    stop(proc)
+    stop_group(proc)
     assert proc.returncode is not None
 
 
@@ -108,7 +90,7 @@ class ApiServer:
         self.proc = spawn(
             [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
              "--host", "127.0.0.1", "--port", str(self.port)],
-            self.log, env,
+            self.log, env=env, cwd=ROOT,
         )
         deadline = time.monotonic() + 60
         while True:
@@ -117,15 +99,15 @@ class ApiServer:
                 return
             except httpx.TransportError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    stop(self.proc)
-                    raise RuntimeError(f"uvicorn did not start:\n{self.log.read_text()[-3000:]}")
+                    stop_group(self.proc)
+                    raise RuntimeError(f"uvicorn did not start:\n{self.log.read_text()[-3000:]}") from None
                 time.sleep(0.2)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
     def stop(self) -> None:
-        stop(self.proc)
+        stop_group(self.proc)
 
 
 @pytest.fixture

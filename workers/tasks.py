@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from celery import shared_task
@@ -57,7 +57,7 @@ def placeholder_circuit(circuit_id: str) -> Circuit:
         provenance=Provenance(
             model="placeholder", task="placeholder", method="placeholder",
             params={"note": "hand-written demo graph, not discovered"},
-            created_at=datetime.now(timezone.utc).isoformat(),
+            created_at=datetime.now(UTC).isoformat(),
         ),
     )
 

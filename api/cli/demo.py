@@ -7,8 +7,6 @@ end, reads the stored circuit back through the API, and stops the worker and the
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,8 +14,9 @@ from pathlib import Path
 
 import httpx
 
-from api.ops.process import ServiceError, port_open, tail
+from api.ops.process import ServiceError, port_open, spawn, stop_group, tail
 from api.ops.services import local_services, remote_services
+from discovery.circuit import Edge
 from workers.settings import Settings, get_settings
 
 
@@ -25,23 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="run a demo job end to end and print what was stored")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the job")
     parser.set_defaults(handler=run)
-
-
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _wait_healthy(client: httpx.Client, api: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -81,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if port_open(settings.api_host, port):
         raise ServiceError(f"port {port} is busy; set ATLAS_API_PORT to a free port for the demo")
     logs = settings.local_dir.resolve() / "demo"
-    worker = _spawn([sys.executable, "-m", "api.cli", "worker"], logs / "worker.log")
-    api = _spawn([sys.executable, "-m", "api.cli", "api", "--port", str(port)], logs / "api.log")
+    worker = spawn([sys.executable, "-m", "api.cli", "worker"], logs / "worker.log")
+    api = spawn([sys.executable, "-m", "api.cli", "api", "--port", str(port)], logs / "api.log")
     try:
         with httpx.Client(base_url=f"http://{settings.api_host}:{port}", timeout=10) as client:
             _wait_healthy(client, api, logs / "api.log", timeout=60)
@@ -93,13 +75,12 @@ def run(args: argparse.Namespace) -> int:
                 raise ServiceError(f"job ended {job['state']}: {job.get('error')}\n{tail(logs / 'worker.log')}")
             circuit = client.get(f"/v1/circuits/{job['result']['circuit_id']}").raise_for_status().json()
     finally:
-        _stop(api)
-        _stop(worker)
+        stop_group(api)
+        stop_group(worker)
     print(f"stored circuit {circuit['id']} in Neo4j, read back through the API:")
     print(f"  method={circuit['provenance']['method']} model={circuit['provenance']['model']} "
           f"nodes={len(circuit['nodes'])} edges={len(circuit['edges'])}")
     for edge in circuit["edges"]:
-        suffix = f"<{edge['input']}>" if edge["input"] in ("q", "k", "v") else ""
-        print(f"    {edge['src']}->{edge['dst']}{suffix}")
+        print(f"    {Edge(**edge).name}")
     print("services keep running; `circuits services down` stops them")
     return 0

@@ -45,7 +45,7 @@ def test_bad_values_are_named():
     with pytest.raises(ValidationError, match="ATLAS_NEO4J_URI"):
         Settings(_env_file=None, neo4j_uri="http://localhost:7474")
     with pytest.raises(ValueError, match="ATLAS_WORKER_QUEUES"):
-        Settings(_env_file=None, worker_queues="cpu,tpu").queues
+        _ = Settings(_env_file=None, worker_queues="cpu,tpu").queues
 
 
 def test_cli_reports_bad_setting_without_traceback():
