@@ -8,10 +8,10 @@ import sys
 
 from pydantic import ValidationError
 
-from api.cli import demo, serve, services
+from api.cli import demo, serve, services, zoo
 from api.ops.process import ServiceError
 
-_COMMANDS = (services, serve, demo)
+_COMMANDS = (services, serve, demo, zoo)
 
 
 def build_parser() -> argparse.ArgumentParser:

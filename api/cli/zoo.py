@@ -1,0 +1,133 @@
+"""``circuits tasks``, ``circuits eval`` and ``circuits train``: the task suite and our models.
+
+torch and transformer_lens load inside the handlers, not at import: the API server imports this
+package's parser and must never load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    tasks = sub.add_parser("tasks", help="list the built-in tasks or show a task's prompts")
+    tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
+    tasks_sub.add_parser("list", help="the built-in tasks").set_defaults(handler=run_tasks_list)
+    show = tasks_sub.add_parser("show", help="prompts of a built-in task or a custom-task JSON file")
+    show.add_argument("task", help="a built-in task name or a path to a custom-task JSON file")
+    show.add_argument("--n", type=int, default=3, help="how many pairs to print")
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--model", help="also validate the prompts against this model's tokenizer")
+    show.set_defaults(handler=run_tasks_show)
+
+    ev = sub.add_parser("eval", help="per-task accuracy and metric of a model on held-out prompts")
+    ev.add_argument("--model", required=True, help="shipped name, local directory or hub name")
+    ev.add_argument("--tasks", help="comma-separated tasks (default: those of the model card)")
+    ev.add_argument("--n", type=int, help="held-out prompts per task (default: the card's)")
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.set_defaults(handler=run_eval)
+
+    tr = sub.add_parser("train", help="train one of our models from scratch")
+    tr.add_argument("--recipe", required=True, help="multitask, induction-2l or tiny")
+    tr.add_argument("--out", required=True, type=Path, help="output directory")
+    tr.add_argument("--steps", type=int, help="override the recipe's number of steps")
+    tr.add_argument("--seed", type=int, help="override the recipe's seed")
+    tr.set_defaults(handler=run_train)
+
+
+def run_tasks_list(args: argparse.Namespace) -> int:
+    from discovery.tasks import TASKS
+
+    for spec in TASKS.values():
+        print(f"{spec.name:14} {spec.metric:11} {spec.description}")
+    return 0
+
+
+def _task_data(task: str, n: int, seed: int, options: dict | None = None):
+    from discovery.tasks import get_task
+    from discovery.tasks.custom import load_custom_task
+
+    if task.endswith(".json") or Path(task).exists():
+        return load_custom_task(Path(task))
+    return get_task(task).generate(n, seed=seed, split="test", options=options)
+
+
+def run_tasks_show(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise ValueError("--n must be at least 1")
+    model = None
+    if args.model:
+        from discovery.models import load_model
+
+        model = load_model(args.model, device="cpu")
+    options = model.task_options.get(args.task) if model else None
+    data = _task_data(args.task, args.n, args.seed, options)
+    if model is not None:
+        from discovery.tasks import tokenize_task
+
+        batch = tokenize_task(data, model.tokenizer, n_ctx=model.n_ctx)
+        print(f"{data.name}: {len(batch)} pairs valid for {model.name} "
+              f"(longest prompt {batch.clean.shape[1]} tokens)")
+    print(f"{data.name} (metric {data.metric}, dataset {data.dataset_hash[:12]})")
+    for i, pair in enumerate(data.pairs[: args.n]):
+        more = lambda words: ", ".join(words[:4]) + (" ..." if len(words) > 4 else "")  # noqa: E731
+        print(f"[{i}] clean:   {pair.clean}\n    corrupt: {pair.corrupt}\n"
+              f"    answer:  {more(pair.answers)}\n    wrong:   {more(pair.wrongs)}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from discovery.models import load_model
+    from discovery.scoring import score_tasks
+    from discovery.zoo.card import CARD, render_table
+
+    model = load_model(args.model, device=args.device)
+    card_path = model.path / CARD if model.path else None
+    card = json.loads(card_path.read_text()) if card_path and card_path.exists() else None
+    tasks = args.tasks.split(",") if args.tasks else list((card or {}).get("eval", {}))
+    if not tasks:
+        from discovery.tasks import TASKS
+
+        tasks = list(TASKS)
+    n = args.n or (card["recipe"]["eval_prompts"] if card else 200)
+    scores = score_tasks(model.logits, model.tokenizer, tasks, n=n, n_ctx=model.n_ctx,
+                         device=model.device, task_options=model.task_options)
+    print(f"{model.name} ({model.source}, {model.device}), {n} held-out prompts per task")
+    print(render_table(scores))
+    if card:
+        diffs = {t: abs(scores[t]["accuracy"] - card["eval"][t]["accuracy"])
+                 for t in scores if t in card["eval"]}
+        worst = max(diffs.values(), default=0.0)
+        print(f"model card: largest accuracy difference {worst:.4f} "
+              f"({'matches' if worst < 0.005 else 'DIFFERS FROM'} the card)")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from discovery.zoo.recipes import RECIPES
+    from discovery.zoo.train import train
+
+    if args.recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {args.recipe!r}; known: {', '.join(RECIPES)}")
+    recipe = RECIPES[args.recipe]
+    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    recipe = dataclasses.replace(recipe, **overrides)
+    with tqdm(total=recipe.steps, desc=f"train {recipe.name}", unit="step", file=sys.stderr) as bar:
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.update(1)
+            if step % 10 == 0 or step == total:
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+        card = train(recipe, args.out, progress=progress)
+    from discovery.zoo.card import render_table
+
+    print(f"trained {recipe.name} in {card['train_seconds']} s -> {args.out}")
+    print(render_table(card["eval"]))
+    return 0
