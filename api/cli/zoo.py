@@ -38,6 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.set_defaults(handler=run_train)
 
 
+def _quiet_transformers() -> None:
+    """transformers warns about padding on every padded batch; our padding is after the last real
+    token of causal prompts, so the warning is noise here."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+
+
 def run_tasks_list(args: argparse.Namespace) -> int:
     from discovery.tasks import TASKS
 
@@ -84,6 +92,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from discovery.scoring import score_tasks
     from discovery.zoo.card import CARD, render_table
 
+    _quiet_transformers()
     model = load_model(args.model, device=args.device)
     card_path = model.path / CARD if model.path else None
     card = json.loads(card_path.read_text()) if card_path and card_path.exists() else None
@@ -114,6 +123,7 @@ def run_train(args: argparse.Namespace) -> int:
     from discovery.zoo.recipes import RECIPES
     from discovery.zoo.train import train
 
+    _quiet_transformers()
     if args.recipe not in RECIPES:
         raise ValueError(f"unknown recipe {args.recipe!r}; known: {', '.join(RECIPES)}")
     recipe = RECIPES[args.recipe]

@@ -70,3 +70,10 @@ def test_shipped_models_fit_the_size_budget():
 def test_bad_recipe_is_a_clear_error(tmp_path):
     done = circuits("train", "--recipe", "huge", "--out", str(tmp_path))
     assert done.returncode == 1 and "unknown recipe 'huge'" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["multitask", "induction-2l", "induction-gt"])
+def test_eval_reproduces_shipped_cards(name):
+    done = circuits("eval", "--model", name, "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "matches the card" in done.stdout
