@@ -36,6 +36,40 @@ def neuron_name(layer: int, neuron: int) -> str:
 
 
 @dataclass(frozen=True)
+class GraphShape:
+    """The computational graph's shape: enough to list every node and edge without the model."""
+
+    n_layers: int
+    n_heads: int
+    mlp: bool = True  # False for attention-only models
+
+    def upstream(self) -> list[str]:
+        """Every node with an output, in topological order: embed, then per layer heads and MLP."""
+        names = ["embed"]
+        for layer in range(self.n_layers):
+            names += [head_name(layer, h) for h in range(self.n_heads)]
+            if self.mlp:
+                names.append(mlp_name(layer))
+        return names
+
+    def edges(self) -> list[str]:
+        """Every edge name: each upstream output to each later input (q/k/v of heads, MLP, logits).
+
+        Heads of one layer read the residual before any of them writes; an MLP reads after its
+        layer's heads. GPT-2 small's shape (12 x 12, MLPs) has 32,491 edges."""
+        names: list[str] = []
+        upstream = ["embed"]
+        for layer in range(self.n_layers):
+            heads = [head_name(layer, h) for h in range(self.n_heads)]
+            names += [f"{src}->{dst}<{x}>" for dst in heads for x in "qkv" for src in upstream]
+            upstream = upstream + heads
+            if self.mlp:
+                names += [f"{src}->{mlp_name(layer)}" for src in upstream]
+                upstream = upstream + [mlp_name(layer)]
+        return names + [f"{src}->logits" for src in upstream]
+
+
+@dataclass(frozen=True)
 class Node:
     """One component of the model. ``layer``/``head``/``neuron`` are None where they do not apply."""
 
@@ -147,6 +181,8 @@ class Circuit:
     edges: tuple[Edge, ...]
     metrics: Metrics
     provenance: Provenance
+    graph: GraphShape | None = None  # the model's graph, for exports that list every edge
+    edge_scores: dict[str, float] = field(default_factory=dict)  # every scored edge, kept or not
 
     def __post_init__(self) -> None:
         names = {n.name for n in self.nodes}
@@ -172,6 +208,8 @@ class Circuit:
             edges=tuple(Edge(**e) for e in data["edges"]),
             metrics=Metrics(**metrics),
             provenance=Provenance(**data["provenance"]),
+            graph=GraphShape(**data["graph"]) if data.get("graph") else None,
+            edge_scores=dict(data.get("edge_scores") or {}),
         )
 
     @classmethod

@@ -52,6 +52,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from discovery.circuit import GraphShape
 from discovery.zoo.language import NAMES, build_tokenizer, save_tokenizer
 
 WORDS: tuple[str, ...] = NAMES[:24]
@@ -85,18 +86,8 @@ HOW_KNOWN = (
 
 
 def all_edges(n_layers: int, n_heads: int) -> list[str]:
-    """Every edge of the attention-only graph: each upstream output to each later q, k, v and logits.
-
-    A head in layer L has ``1 + L * n_heads`` upstream outputs (embed and the earlier heads), each
-    feeding its q, k and v; logits receive from all ``1 + n_layers * n_heads`` outputs.
-    """
-    edges: list[str] = []
-    upstream = ["embed"]
-    for layer in range(n_layers):
-        heads = [f"a{layer}.h{h}" for h in range(n_heads)]
-        edges += [f"{src}->{dst}<{x}>" for dst in heads for x in "qkv" for src in upstream]
-        upstream += heads  # heads of one layer read the residual before any of them writes
-    return edges + [f"{src}->logits" for src in upstream]
+    """Every edge of the attention-only graph: each upstream output to each later q, k, v and logits."""
+    return GraphShape(n_layers, n_heads, mlp=False).edges()
 
 
 def _e(dim: int) -> torch.Tensor:
