@@ -99,19 +99,20 @@ def _ln(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
     return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps)
 
 
-def heads_forward(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor) -> Tensor:
-    """Every head of ``layer`` from its own q, k, v inputs ``[H, B, P, D]`` -> outputs ``[H, B, P, D]``
-    (without the layer's output bias, which belongs to no head)."""
+def heads_forward(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor,
+                  heads: slice = slice(None)) -> Tensor:
+    """The ``heads`` of ``layer`` (default all) from their own q, k, v inputs ``[H, B, P, D]`` ->
+    outputs ``[H, B, P, D]`` (without the layer's output bias, which belongs to no head)."""
     ln = lambda x: _ln(x, w.ln1_w[layer], w.ln1_b[layer], w.eps)  # noqa: E731
-    q = torch.einsum("hbpd,hde->hbpe", ln(q_in), w.w_q[layer]) + w.b_q[layer][:, None, None]
-    k = torch.einsum("hbpd,hde->hbpe", ln(k_in), w.w_k[layer]) + w.b_k[layer][:, None, None]
-    v = torch.einsum("hbpd,hde->hbpe", ln(v_in), w.w_v[layer]) + w.b_v[layer][:, None, None]
+    q = torch.einsum("hbpd,hde->hbpe", ln(q_in), w.w_q[layer, heads]) + w.b_q[layer, heads][:, None, None]
+    k = torch.einsum("hbpd,hde->hbpe", ln(k_in), w.w_k[layer, heads]) + w.b_k[layer, heads][:, None, None]
+    v = torch.einsum("hbpd,hde->hbpe", ln(v_in), w.w_v[layer, heads]) + w.b_v[layer, heads][:, None, None]
     scores = torch.einsum("hbqe,hbke->hbqk", q, k) / math.sqrt(q.shape[-1])
     n = scores.shape[-1]
     causal = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
     scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
     z = torch.einsum("hbqk,hbke->hbqe", scores.softmax(-1), v)
-    return torch.einsum("hbqe,hed->hbqd", z, w.w_o[layer])
+    return torch.einsum("hbqe,hed->hbqd", z, w.w_o[layer, heads])
 
 
 def mlp_forward(w: GPT2Weights, layer: int, x: Tensor, neuron_mask: Tensor | None = None,
@@ -147,10 +148,11 @@ class PatchedRun:
     logits: Tensor
 
 
-def _bias_before(w: GPT2Weights, layer: int, graph: Graph) -> Tensor:
-    """Attention output biases of layers before ``layer`` (and MLP biases of attention-only
-    models, which are zero anyway): in the residual stream, but part of no node."""
-    return w.b_o[:layer].sum(0) if layer > 0 else torch.zeros_like(w.b_o[0])
+def free_bias(w: GPT2Weights, layer: int, stage: int) -> Tensor:
+    """Residual-stream bias seen by an input at (layer, stage) that belongs to no node: the
+    attention output biases of the layers before it (and of its own layer, for an MLP)."""
+    n = layer + (1 if stage >= 1 else 0)
+    return w.b_o[:n].sum(0) if n > 0 else torch.zeros_like(w.b_o[0])
 
 
 def node_inputs(outputs: Tensor, ablation: Tensor, mask: Tensor, inputs: list[int],
@@ -195,21 +197,20 @@ def forward_from(w: GPT2Weights, graph: Graph, tokens: Tensor, ablation: Tensor,
         outputs = outputs.clone()
     up = 1 + start[0] * (n_heads + int(graph.shape.mlp))
     for layer in range(start[0], n_layers):
-        bias = _bias_before(w, layer, graph)
         if (layer, 0) >= start:
             ks = graph.inputs_of_layer(layer, 0)
-            x = adjust(ks, node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]]) + bias,
-                       (layer, 0))
+            x = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]]) + free_bias(w, layer, 0)
+            x = adjust(ks, x, (layer, 0))
             x = x.view(n_heads, 3, *x.shape[1:])
             outputs[up:up + n_heads] = heads_forward(w, layer, x[:, 0], x[:, 1], x[:, 2])
         up += n_heads
         if graph.shape.mlp:
             ks = graph.inputs_of_layer(layer, 1)
-            x = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]]) + bias + w.b_o[layer]
+            x = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]]) + free_bias(w, layer, 1)
             outputs[up] = mlp_forward(w, layer, adjust(ks, x, (layer, 1))[0])
             up += 1
     k = graph.n_inputs - 1
-    final = node_inputs(outputs, ablation, mask, [k], graph.n_avail[k]) + w.b_o.sum(0)
+    final = node_inputs(outputs, ablation, mask, [k], graph.n_avail[k]) + free_bias(w, n_layers, 2)
     return PatchedRun(outputs, unembed(w, adjust([k], final, (n_layers, 2))[0]))
 
 

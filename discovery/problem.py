@@ -16,7 +16,8 @@ from torch import Tensor
 
 from discovery.graph import Graph
 from discovery.metrics import METRICS, final_logits
-from discovery.patching import GPT2Weights, clean_outputs, forward_from, patched_forward
+from discovery.patching import GPT2Weights, clean_outputs, forward_from, free_bias, patched_forward
+from discovery.suffix import variant_final_logits
 from discovery.tasks.base import TokenizedTask
 
 Ablation = Literal["corrupt", "mean", "zero"]
@@ -57,16 +58,26 @@ class Problem:
     # -- losses ----------------------------------------------------------------------------------
     def metric_value(self, logits: Tensor) -> Tensor:
         """Mean task metric per variant: logits ``[V*B, P, vocab]`` -> ``[V]``."""
+        v = logits.shape[0] // len(self.batch)
+        return self.metric_at_final(final_logits(logits, self.batch.last.repeat(v)))
+
+    def metric_at_final(self, final: Tensor) -> Tensor:
+        """Mean task metric per variant from the last-position logits ``[V*B, vocab]`` -> ``[V]``."""
         b = len(self.batch)
-        v = logits.shape[0] // b
-        final = final_logits(logits, self.batch.last.repeat(v)).float()
+        v = final.shape[0] // b
+        final = final.float()
         values = METRICS[self.metric](final, self.batch.answers.repeat(v, 1),
                                       self.batch.wrongs.repeat(v, 1), self.reference.repeat(v, 1).float())
         return values.view(v, b).mean(1)
 
     def loss(self, logits: Tensor) -> Tensor:
-        """[V] losses: 0 for the full model."""
-        value = self.metric_value(logits)
+        """[V] losses from full logits ``[V*B, P, vocab]``: 0 for the full model."""
+        v = logits.shape[0] // len(self.batch)
+        return self.loss_at_final(final_logits(logits, self.batch.last.repeat(v)))
+
+    def loss_at_final(self, final: Tensor) -> Tensor:
+        """[V] losses from last-position logits ``[V*B, vocab]``."""
+        value = self.metric_at_final(final)
         if self.metric == "kl":
             return value
         return self.full_value - value
@@ -80,32 +91,27 @@ class Problem:
                                      mask).logits
         return self.loss(logits)[0]
 
-    def run_variants(self, mask: Tensor, k: int, columns: Tensor, outputs: Tensor) -> Tensor:
+    def run_variants(self, mask: Tensor, k: int, columns: Tensor, outputs: Tensor,
+                     shared: dict | None = None) -> Tensor:
         """Losses of ``V`` variants that differ only in input ``k``'s column ``columns`` ``[V, U]``,
-        recomputing only the suffix of the network from ``k``'s layer on. ``outputs`` are the
-        current circuit's node outputs (valid for every node before ``k``)."""
-        v, b = columns.shape[0], len(self.batch)
-        self.forward_passes += v
-        n = self.graph.n_avail[k]
-        inp = self.graph.inputs[k]
+        computing only what input ``k`` changes (:mod:`discovery.suffix`). ``outputs`` must be
+        current for every node that does not depend on input ``k``."""
+        self.forward_passes += columns.shape[0]
+        n, inp = self.graph.n_avail[k], self.graph.inputs[k]
         out, abl = outputs[:n], self.ablation[:n]
         x = torch.einsum("ubpd,vu->vbpd", out - abl, columns[:, :n].to(out.dtype)) + abl.sum(0)
-        x = x + self._bias(inp.layer, inp.stage)
-        start = (inp.layer, inp.stage)
+        x = x + free_bias(self.weights, inp.layer, inp.stage)
         with torch.no_grad():
-            run = forward_from(self.weights, self.graph, self.batch.clean.repeat(v, 1),
-                               self.ablation.repeat(1, v, 1, 1), mask, start=start,
-                               outputs=outputs.repeat(1, v, 1, 1),
-                               override=(k, x.reshape(v * b, *x.shape[2:])))
-        return self.loss(run.logits)
+            final = variant_final_logits(self.weights, self.graph, outputs, self.ablation, mask, k, x,
+                                         self.batch.last, shared)
+        if final is None:  # the receiver does not reach the logits: nothing changes
+            return torch.full((columns.shape[0],), float("nan"))
+        return self.loss_at_final(final)
 
-    def _bias(self, layer: int, stage: int) -> Tensor:
-        """Residual-stream biases that belong to no node, as seen by an input at (layer, stage)."""
-        b_o = self.weights.b_o
-        return b_o[: layer + (1 if stage >= 1 else 0)].sum(0) if stage < 2 else b_o.sum(0)
-
-    def outputs_of(self, mask: Tensor) -> Tensor:
-        """Node outputs ``[U, B, P, D]`` of the circuit ``mask``."""
+    def outputs_of(self, mask: Tensor, *, start: tuple[int, int] = (0, 0),
+                   cached: Tensor | None = None) -> Tensor:
+        """Node outputs ``[U, B, P, D]`` of the circuit ``mask``; with ``cached`` (valid before
+        ``start``) only the nodes from ``start`` on are recomputed."""
         with torch.no_grad():
-            return patched_forward(self.weights, self.graph, self.batch.clean, self.ablation,
-                                   mask).outputs
+            return forward_from(self.weights, self.graph, self.batch.clean, self.ablation, mask,
+                                start=start, outputs=cached).outputs

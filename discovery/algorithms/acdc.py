@@ -19,6 +19,7 @@ import torch
 
 from discovery.algorithms.base import AlgorithmConfig, AlgorithmResult, Progress
 from discovery.problem import Problem
+from discovery.suffix import refresh_after
 
 #: Bounds on variants per batched pass: chains start short (a kept edge wastes the rest of the
 #: chain) and double while every edge in them is removed; memory grows with the upper bound.
@@ -26,11 +27,20 @@ MIN_CHAIN, MAX_CHAIN = 4, 64
 
 
 def _chain(column: torch.Tensor, senders: list[int]) -> torch.Tensor:
-    """[len(senders) + 1, U]: row 0 is ``column``; row j has senders[:j] removed as well."""
-    rows = column.repeat(len(senders) + 1, 1)
-    for j, u in enumerate(senders, start=1):
+    """[len(senders), U]: row j is ``column`` with senders[:j + 1] removed."""
+    rows = column.repeat(len(senders), 1)
+    for j, u in enumerate(senders):
         rows[j:, u] = False
     return rows
+
+
+def _refresh_if_complete(problem: Problem, outputs: torch.Tensor, mask: torch.Tensor, k: int) -> None:
+    """Once every input of a node is decided (a head's q is its last, in reverse order), bring the
+    cache up to date: that node and whatever reads it through kept edges."""
+    inp = problem.graph.inputs[k]
+    if inp.input in ("q", "mlp"):
+        with torch.no_grad():
+            refresh_after(problem.weights, problem.graph, outputs, problem.ablation, mask, inp.node)
 
 
 def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = None, *,
@@ -40,26 +50,29 @@ def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = N
     mask = graph.valid().to(problem.ablation.device) if start_mask is None else start_mask.clone()
     scores = torch.full(mask.shape, math.nan)
     outputs = problem.outputs_of(mask)  # valid for every node before the receiver being visited
-    problem.forward_passes += 1
+    current = problem.run(mask).item()  # the loss of the circuit as it stands
     total, done = int(mask.sum()), 0
     for k in reversed(range(graph.n_inputs)):
         # latest sender first, as the reference; edges already out are not revisited
         pending = [u for u in reversed(range(graph.n_avail[k])) if mask[u, k]]
-        chain = MIN_CHAIN
+        chain, shared = MIN_CHAIN, {}
         while pending:
             senders = pending[:chain]
-            losses = problem.run_variants(mask, k, _chain(mask[:, k], senders), outputs)
+            losses = problem.run_variants(mask, k, _chain(mask[:, k], senders), outputs, shared).tolist()
             chain = min(2 * chain, MAX_CHAIN)
-            for j, u in enumerate(senders, start=1):
-                delta = (losses[j] - losses[j - 1]).item()
+            for j, u in enumerate(senders):
+                # NaN: the receiver reaches nothing, so removing the edge changes nothing.
+                delta = 0.0 if losses[j] != losses[j] else losses[j] - current
                 scores[u, k] = delta
                 pending.pop(0)
                 done += 1
                 if delta < config.threshold:
                     mask[u, k] = False
+                    current = current + delta
                 else:
                     chain = MIN_CHAIN  # u stays; the rest of this chain assumed it gone: recompute
                     break
             if progress:
                 progress(done, total)
+        _refresh_if_complete(problem, outputs, mask, k)
     return AlgorithmResult(mask.cpu(), scores, {"forward_passes": problem.forward_passes})
