@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -42,7 +42,15 @@ class DiscoveryRequest:
     seed: int = 0
     device: str = "auto"
     ig_steps: int = 5
+    granularity: str = "edges"  # or "neurons": also find the neurons of each MLP in the circuit
+    neuron_share: float = 0.9
     algorithm: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.granularity not in ("edges", "neurons"):
+            raise ValueError(f"granularity must be edges or neurons, got {self.granularity!r}")
+        if self.n_prompts < 1:
+            raise ValueError(f"n_prompts must be >= 1, got {self.n_prompts}")
 
     def config(self) -> AlgorithmConfig:
         return AlgorithmConfig(threshold=self.threshold, top_n=self.top_n, ig_steps=self.ig_steps,
@@ -68,6 +76,8 @@ def discover(request: DiscoveryRequest, *, progress: Progress | None = None,
     """Run ``request`` and return the circuit, evaluated on the same prompts."""
     algorithm = get_algorithm(request.method)
     config = request.config()
+    if not (request.task.endswith(".json") or Path(request.task).exists()):
+        get_task(request.task)  # an unknown task fails here, before a model is loaded
     started = time.monotonic()
     model = model or load_model(request.model, device=request.device)
     data = task_data(request.task, model, request.n_prompts, request.seed)
@@ -82,11 +92,12 @@ def discover(request: DiscoveryRequest, *, progress: Progress | None = None,
     kept = result.mask.nonzero().tolist()
     edges = tuple(graph.edge(u, k, _score(result.scores[u, k])) for u, k in kept)
     names = {e.src for e in edges} | {e.dst for e in edges}
+    neuron_nodes = _neurons(problem, result.mask, names, request) if request.granularity == "neurons" else ()
     scores = {graph.edge(u, k).name: _score(result.scores[u, k])
               for u, k in graph.valid().nonzero().tolist()}
     return Circuit(
         id=str(uuid.uuid4()),
-        nodes=tuple(Node.parse(n) for n in sorted(names)),
+        nodes=tuple(Node.parse(n) for n in sorted(names)) + neuron_nodes,
         edges=edges,
         metrics=evaluation.as_metrics(),
         provenance=_provenance(request, model, data, problem, timings={
@@ -95,6 +106,25 @@ def discover(request: DiscoveryRequest, *, progress: Progress | None = None,
         graph=graph.shape,
         edge_scores={k: v for k, v in scores.items() if v is not None},
     )
+
+
+def _neurons(problem: Problem, mask: torch.Tensor, names: set[str], request: DiscoveryRequest) -> tuple:
+    """Neuron nodes ``m{L}.n{i}`` for every MLP in the circuit."""
+    from discovery.neurons import neuron_circuit
+
+    found = []
+    for name in sorted(n for n in names if n.startswith("m")):
+        layer = int(name[1:])
+        kept = neuron_circuit(problem, mask.to(problem.ablation.device), layer, share=request.neuron_share)
+        found += [Node.parse(f"m{layer}.n{i}", score=s) for i, s in zip(kept.neurons, kept.scores, strict=True)]
+    return tuple(found)
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "unknown"
 
 
 def _score(value: torch.Tensor) -> float | None:
@@ -112,8 +142,8 @@ def _provenance(request, model, data, problem, *, timings, stats):
                 "n_prompts": len(data.pairs), "ig_steps": request.ig_steps,
                 "edges_total": problem.graph.n_edges, **{k: float(v) for k, v in stats.items()}},
         seed=request.seed, device=str(model.device),
-        versions={"torch": torch.__version__, "transformer_lens": version("transformer-lens"),
-                  "circuit_atlas": version("circuit-atlas"), "python": platform.python_version()},
+        versions={"torch": torch.__version__, "transformer_lens": _version("transformer-lens"),
+                  "circuit_atlas": _version("circuit-atlas"), "python": platform.python_version()},
         timings={k: round(v, 3) for k, v in timings.items()},
         created_at=datetime.now(UTC).isoformat(),
     )

@@ -46,7 +46,7 @@ def metric_of(problem: Problem, mask: Tensor, metric: str) -> float:
 def evaluate(problem: Problem, mask: Tensor, metric: str | None = None) -> Evaluation:
     """The task metric (default: the task's own) of the full model, the empty circuit and ``mask``."""
     metric = metric or problem.batch.data.metric
-    valid = problem.graph.valid()
+    valid = problem.graph.valid().to(mask.device)
     return Evaluation(
         full=metric_of(problem, valid, metric),
         empty=metric_of(problem, torch.zeros_like(valid), metric),

@@ -173,13 +173,16 @@ def patched_forward(w: GPT2Weights, graph: Graph, tokens: Tensor, ablation: Tens
 def forward_from(w: GPT2Weights, graph: Graph, tokens: Tensor, ablation: Tensor, mask: Tensor,
                  *, start: tuple[int, int], outputs: Tensor | None,
                  override: tuple[int, Tensor] | None = None,
-                 deltas: dict[tuple[int, int], Tensor] | None = None) -> PatchedRun:
+                 deltas: dict[tuple[int, int], Tensor] | None = None,
+                 neurons: dict[int, tuple[Tensor, Tensor]] | None = None) -> PatchedRun:
     """The patched pass from ``start`` = (layer, stage) on, reusing ``outputs`` for every node
     computed before it (the suffix recomputation of fast ACDC). Stage 0: heads, 1: MLP, 2: logits.
 
     ``override = (k, x)`` replaces input ``k`` by ``x`` ``[B, P, D]`` (fast ACDC's candidates).
     ``deltas[(layer, stage)]`` ``[n_inputs_of_stage, B, P, D]`` is added to that stage's inputs:
-    zeros that require grad, so backward gives the gradient at every input (EAP)."""
+    zeros that require grad, so backward gives the gradient at every input (EAP).
+    ``neurons[layer] = (mask [d_mlp], ablated [B, P, d_mlp])``: MLP ``layer``'s neurons where the
+    mask is 0 take their ablated activation (neuron-level circuits)."""
 
     def adjust(ks: list[int], x: Tensor, stage_key: tuple[int, int]) -> Tensor:
         if override is not None and override[0] in ks:
@@ -207,7 +210,8 @@ def forward_from(w: GPT2Weights, graph: Graph, tokens: Tensor, ablation: Tensor,
         if graph.shape.mlp:
             ks = graph.inputs_of_layer(layer, 1)
             x = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]]) + free_bias(w, layer, 1)
-            outputs[up] = mlp_forward(w, layer, adjust(ks, x, (layer, 1))[0])
+            neuron = (neurons or {}).get(layer, (None, None))
+            outputs[up] = mlp_forward(w, layer, adjust(ks, x, (layer, 1))[0], *neuron)
             up += 1
     k = graph.n_inputs - 1
     final = node_inputs(outputs, ablation, mask, [k], graph.n_avail[k]) + free_bias(w, n_layers, 2)

@@ -93,7 +93,7 @@ def _heads_at_last(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in:
 
 def _at(x: Tensor, last: Tensor) -> Tensor:
     """``x[..., b, last[b], :]`` keeping a position axis of 1: ``[*, B, P, D] -> [*, B, 1, D]``."""
-    return x[..., torch.arange(x.shape[-3]), last, :][..., None, :]
+    return x[..., torch.arange(x.shape[-3], device=x.device), last.to(x.device), :][..., None, :]
 
 
 def variant_final_logits(w: GPT2Weights, graph: Graph, outputs: Tensor, ablation: Tensor,

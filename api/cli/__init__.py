@@ -8,10 +8,10 @@ import sys
 
 from pydantic import ValidationError
 
-from api.cli import demo, serve, services, zoo
+from api.cli import demo, discover, serve, services, zoo
 from api.ops.process import ServiceError
 
-_COMMANDS = (services, serve, demo, zoo)
+_COMMANDS = (services, serve, demo, zoo, discover)
 
 
 def build_parser() -> argparse.ArgumentParser:

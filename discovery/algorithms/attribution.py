@@ -44,7 +44,8 @@ def input_gradients(problem: Problem, embed_mix: Tensor, steps: int) -> Tensor:
         run = forward_from(problem.weights, graph, tokens, problem.ablation.repeat(1, steps, 1, 1),
                            every, start=(0, 0), outputs=outputs, deltas=deltas)
         task_metric = problem.batch.data.metric if problem.metric == "kl" else problem.metric
-        final = run.logits[torch.arange(steps * b), problem.batch.last.repeat(steps)]
+        final = run.logits[torch.arange(steps * b, device=run.logits.device),
+                           problem.batch.last.repeat(steps)]
         value = METRICS[task_metric](final, problem.batch.answers.repeat(steps, 1),
                                      problem.batch.wrongs.repeat(steps, 1), None).sum()
         value.backward()

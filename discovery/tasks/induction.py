@@ -4,6 +4,9 @@ A sequence of distinct random words is followed by a prefix of itself; the next 
 followed the last word's first occurrence. Corruption replaces the first occurrence with other
 random words, so nothing can be copied. Metric: log-probability of the correct word; the wrong word
 is what the corrupted first half would have predicted.
+
+The sequence's length and a random lead-in vary, so the distance back to the answer varies: a head
+that copies from a fixed offset cannot solve the task, only induction can.
 """
 
 from __future__ import annotations
@@ -14,25 +17,29 @@ from discovery.tasks.base import PromptPair, TaskSpec
 from discovery.zoo.language import EVENTS, MONTHS, NAMES, OBJECTS, PLACES, WEEKDAYS
 
 POOL = NAMES + PLACES + OBJECTS + EVENTS + WEEKDAYS + MONTHS
-LENGTH = 8
+LENGTHS = (5, 9)  # sequence length range
+LEAD = (0, 3)  # words of lead-in before the sequence
 
 
 def draw(rng: random.Random, pool: tuple[str, ...] | list[str] = POOL) -> PromptPair:
-    words = rng.sample(list(pool), 2 * LENGTH)
-    first, other = words[:LENGTH], words[LENGTH:]
-    k = rng.randint(2, LENGTH - 1)  # how much of the sequence is repeated before the prediction
+    n, lead = rng.randint(*LENGTHS), rng.randint(*LEAD)
+    words = rng.sample(list(pool), 2 * n + lead)
+    first, other, before = words[:n], words[n:2 * n], words[2 * n:]
+    k = rng.randint(1, n - 1)  # how much of the sequence is repeated before the prediction
     return PromptPair(
-        clean=" ".join(first + first[:k]),
-        corrupt=" ".join(other + first[:k]),
+        clean=" ".join(before + first + first[:k]),
+        corrupt=" ".join(before + other + first[:k]),
         answers=(first[k],),
         wrongs=(other[k],),
     )
 
 
 def sentence(pair: PromptPair, rng: random.Random) -> str:
-    """Training text: the whole sequence repeated, so every position of the repeat is predictable."""
-    first = pair.clean.split()[:LENGTH]
-    return " ".join(first + first) + " ."
+    """Training text: a fresh lead-in and sequence, repeated whole, so every word of the repeat is
+    predictable by induction (random sequences: a test prompt recurs with negligible odds)."""
+    n, lead = rng.randint(*LENGTHS), rng.randint(*LEAD)
+    words = rng.sample(POOL, n + lead)
+    return " ".join(words[:lead] + 2 * words[lead:]) + " ."
 
 
 SPEC = TaskSpec(

@@ -45,7 +45,7 @@ RECIPES: dict[str, Recipe] = {
     for r in (
         Recipe("multitask", n_layer=4, n_head=4, n_embd=64, d_mlp=256, n_ctx=48, steps=6000,
                mix=ALL_TASKS_MIX),
-        Recipe("induction-2l", n_layer=2, n_head=4, n_embd=64, attn_only=True, steps=1500,
+        Recipe("induction-2l", n_layer=2, n_head=2, n_embd=64, attn_only=True, steps=4000,
                lr=3e-3, mix={"induction": 3.0, "filler": 1.0}),
         # For CI: trains in well under two minutes; solves nothing well.
         Recipe("tiny", n_layer=2, n_head=2, n_embd=32, d_mlp=64, n_ctx=48, steps=60,

@@ -67,3 +67,48 @@ def test_unknown_method_and_bad_threshold():
         get_algorithm("magic")
     with pytest.raises(ValueError, match="threshold must be > 0"):
         AlgorithmConfig(threshold=0)
+
+
+def test_induction_circuit_has_previous_token_and_induction_heads(models):
+    """ACDC's induction circuit in induction-2l is small, faithful, and runs through the heads that
+    attention patterns alone (read from the bridge's hooks) call previous-token and induction."""
+    from discovery.heads import head_scores, repeated_sequences
+
+    model = models["induction-2l"]
+    words = ["John", "Mary", "park", "book", "Monday", "war", "April", "Tom", "Anna", "store", "ring",
+             "siege", "Lucy", "Frank", "museum", "pen"]
+    tokens = repeated_sequences(model.tokenizer.convert_tokens_to_ids(words), n=20, length=8,
+                                bos=model.tokenizer.bos_token_id)
+    scores = head_scores(model.bridge, tokens, 8)
+    previous = max(scores, key=lambda h: scores[h]["previous_token"])
+    induction = max(scores, key=lambda h: scores[h]["induction"])
+    assert scores[previous]["previous_token"] > 0.5 and scores[induction]["induction"] > 0.5
+    assert previous.startswith("a0.") and induction.startswith("a1.")
+
+    circuit = discover(DiscoveryRequest(model="induction-2l", task="induction", method="acdc",
+                                        threshold=0.1, n_prompts=50, device="cpu"), model=model)
+    edges = {e.name for e in circuit.edges}
+    assert f"{previous}->{induction}<k>" in edges  # K-composition
+    assert f"{induction}->logits" in edges
+    assert len(edges) <= 0.2 * circuit.provenance.params["edges_total"]
+    assert circuit.metrics.faithfulness >= 0.9
+
+
+def test_ioi_circuit_is_small_and_faithful(models):
+    circuit = discover(DiscoveryRequest(model="multitask", task="ioi", method="acdc", threshold=0.05,
+                                        metric="logit_diff", n_prompts=40, device="cpu"),
+                       model=models["multitask"])
+    assert len(circuit.edges) <= 0.2 * circuit.provenance.params["edges_total"]
+    assert circuit.metrics.faithfulness >= 0.9
+
+
+def test_neuron_circuit_keeps_the_share(models):
+    from discovery.neurons import neuron_circuit
+
+    data = task_data("greater_than", models["multitask"], 20, 0)
+    problem = build_problem(models["multitask"], data, metric="prob_diff", ablation="corrupt")
+    every = problem.graph.valid()
+    kept = neuron_circuit(problem, every, layer=3, share=0.9)
+    assert kept.share >= 0.9 and 0 < len(kept.neurons) < kept.d_mlp
+    fewer = neuron_circuit(problem, every, layer=3, share=0.5)
+    assert len(fewer.neurons) <= len(kept.neurons)
