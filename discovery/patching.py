@@ -99,14 +99,21 @@ def _ln(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
     return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps)
 
 
-def heads_forward(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor,
-                  heads: slice = slice(None)) -> Tensor:
-    """The ``heads`` of ``layer`` (default all) from their own q, k, v inputs ``[H, B, P, D]`` ->
-    outputs ``[H, B, P, D]`` (without the layer's output bias, which belongs to no head)."""
+def project_qkv(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor,
+                heads: slice | Tensor = slice(None)) -> tuple[Tensor, Tensor, Tensor]:
+    """Each head's own inputs ``[H, B, P, D]`` through ln_1 and its W_Q, W_K, W_V -> ``[H, B, P, d_head]``."""
     ln = lambda x: _ln(x, w.ln1_w[layer], w.ln1_b[layer], w.eps)  # noqa: E731
     q = torch.einsum("hbpd,hde->hbpe", ln(q_in), w.w_q[layer, heads]) + w.b_q[layer, heads][:, None, None]
     k = torch.einsum("hbpd,hde->hbpe", ln(k_in), w.w_k[layer, heads]) + w.b_k[layer, heads][:, None, None]
     v = torch.einsum("hbpd,hde->hbpe", ln(v_in), w.w_v[layer, heads]) + w.b_v[layer, heads][:, None, None]
+    return q, k, v
+
+
+def heads_forward(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor,
+                  heads: slice = slice(None)) -> Tensor:
+    """The ``heads`` of ``layer`` (default all) from their own q, k, v inputs ``[H, B, P, D]`` ->
+    outputs ``[H, B, P, D]`` (without the layer's output bias, which belongs to no head)."""
+    q, k, v = project_qkv(w, layer, q_in, k_in, v_in, heads)
     scores = torch.einsum("hbqe,hbke->hbqk", q, k) / math.sqrt(q.shape[-1])
     n = scores.shape[-1]
     causal = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()

@@ -22,11 +22,11 @@ from torch import Tensor
 from discovery.graph import Graph
 from discovery.patching import (
     GPT2Weights,
-    _ln,
     free_bias,
     heads_forward,
     mlp_forward,
     node_inputs,
+    project_qkv,
     unembed,
 )
 
@@ -80,10 +80,7 @@ def _heads_at_last(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in:
                    last: Tensor, heads: slice = slice(None)) -> Tensor:
     """Heads whose query is taken at ``last`` only: ``q_in`` ``[H, B, 1, D]``, keys and values at
     every position ``[H, B, P, D]`` -> ``[H, B, 1, D]``."""
-    ln = lambda x: _ln(x, w.ln1_w[layer], w.ln1_b[layer], w.eps)  # noqa: E731
-    q = torch.einsum("hbpd,hde->hbpe", ln(q_in), w.w_q[layer, heads]) + w.b_q[layer, heads][:, None, None]
-    k = torch.einsum("hbpd,hde->hbpe", ln(k_in), w.w_k[layer, heads]) + w.b_k[layer, heads][:, None, None]
-    v = torch.einsum("hbpd,hde->hbpe", ln(v_in), w.w_v[layer, heads]) + w.b_v[layer, heads][:, None, None]
+    q, k, v = project_qkv(w, layer, q_in, k_in, v_in, heads)
     scores = torch.einsum("hbqe,hbke->hbqk", q, k) / math.sqrt(q.shape[-1])
     future = torch.arange(k.shape[2], device=k.device)[None, :] > last[:, None]  # [B, P]
     scores = scores.masked_fill(future[None, :, None, :], torch.finfo(scores.dtype).min)
