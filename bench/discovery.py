@@ -53,7 +53,7 @@ class PeakMemory:
     def _sample(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self._rss())
-            time.sleep(0.002)
+            time.sleep(0.02)  # sparse sampling: the sampler must not slow the work it watches
 
     def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
