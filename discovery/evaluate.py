@@ -36,11 +36,7 @@ def metric_of(problem: Problem, mask: Tensor, metric: str) -> float:
     with torch.no_grad():
         logits = patched_forward(problem.weights, problem.graph, problem.batch.clean,
                                  problem.ablation, mask.to(problem.ablation.device)).logits
-    saved, problem.metric = problem.metric, metric
-    try:
-        return problem.metric_value(logits).item()
-    finally:
-        problem.metric = saved
+    return problem.metric_value(logits, metric).item()
 
 
 def evaluate(problem: Problem, mask: Tensor, metric: str | None = None) -> Evaluation:

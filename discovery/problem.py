@@ -56,17 +56,17 @@ class Problem:
         return problem
 
     # -- losses ----------------------------------------------------------------------------------
-    def metric_value(self, logits: Tensor) -> Tensor:
-        """Mean task metric per variant: logits ``[V*B, P, vocab]`` -> ``[V]``."""
+    def metric_value(self, logits: Tensor, metric: str | None = None) -> Tensor:
+        """Mean ``metric`` (default: the problem's) per variant: logits ``[V*B, P, vocab]`` -> ``[V]``."""
         v = logits.shape[0] // len(self.batch)
-        return self.metric_at_final(final_logits(logits, self.batch.last.repeat(v)))
+        return self.metric_at_final(final_logits(logits, self.batch.last.repeat(v)), metric)
 
-    def metric_at_final(self, final: Tensor) -> Tensor:
-        """Mean task metric per variant from the last-position logits ``[V*B, vocab]`` -> ``[V]``."""
+    def metric_at_final(self, final: Tensor, metric: str | None = None) -> Tensor:
+        """Mean metric per variant from the last-position logits ``[V*B, vocab]`` -> ``[V]``."""
         b = len(self.batch)
         v = final.shape[0] // b
         final = final.float()
-        values = METRICS[self.metric](final, self.batch.answers.repeat(v, 1),
+        values = METRICS[metric or self.metric](final, self.batch.answers.repeat(v, 1),
                                       self.batch.wrongs.repeat(v, 1), self.reference.repeat(v, 1).float())
         return values.view(v, b).mean(1)
 
