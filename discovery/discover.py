@@ -57,10 +57,13 @@ class DiscoveryRequest:
                                **self.algorithm)
 
 
-def task_data(task: str, model: LoadedModel, n: int, seed: int) -> TaskData:
+def task_data(task: str, model: LoadedModel | None, n: int, seed: int) -> TaskData:
+    """A custom task from its JSON file, or ``n`` held-out pairs of a built-in task (drawn with the
+    model's task options, e.g. a narrower word pool, when a model is given)."""
     if task.endswith(".json") or Path(task).exists():
         return load_custom_task(Path(task))
-    return get_task(task).generate(n, seed=seed, split="test", options=model.task_options.get(task))
+    options = model.task_options.get(task) if model is not None else None
+    return get_task(task).generate(n, seed=seed, split="test", options=options)
 
 
 def build_problem(model: LoadedModel, data: TaskData, *, metric: str, ablation: str) -> Problem:

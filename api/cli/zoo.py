@@ -54,15 +54,6 @@ def run_tasks_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task_data(task: str, n: int, seed: int, options: dict | None = None):
-    from discovery.tasks import get_task
-    from discovery.tasks.custom import load_custom_task
-
-    if task.endswith(".json") or Path(task).exists():
-        return load_custom_task(Path(task))
-    return get_task(task).generate(n, seed=seed, split="test", options=options)
-
-
 def run_tasks_show(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError("--n must be at least 1")
@@ -71,8 +62,9 @@ def run_tasks_show(args: argparse.Namespace) -> int:
         from discovery.models import load_model
 
         model = load_model(args.model, device="cpu")
-    options = model.task_options.get(args.task) if model else None
-    data = _task_data(args.task, args.n, args.seed, options)
+    from discovery.discover import task_data
+
+    data = task_data(args.task, model, args.n, args.seed)
     if model is not None:
         from discovery.tasks import tokenize_task
 
