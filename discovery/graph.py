@@ -38,6 +38,8 @@ class Graph:
     up_index: dict[str, int] = field(init=False)
     in_index: dict[tuple[str, str], int] = field(init=False)
     n_avail: list[int] = field(init=False)  # per input: how many upstream nodes precede it
+    owner: list[int] = field(init=False)  # per input: the upstream index of its node (-1: logits)
+    inputs_of: list[list[int]] = field(init=False)  # per upstream node: its own inputs (embed: none)
 
     def __post_init__(self) -> None:
         s = self.shape
@@ -58,6 +60,11 @@ class Graph:
         self.inputs.append(Input("logits", "logits", s.n_layers, 2))
         self.n_avail.append(available)
         self.in_index = {(i.node, i.input): k for k, i in enumerate(self.inputs)}
+        self.owner = [self.up_index.get(i.node, -1) for i in self.inputs]
+        self.inputs_of = [[] for _ in self.upstream]
+        for k, u in enumerate(self.owner):
+            if u >= 0:
+                self.inputs_of[u].append(k)
 
     @property
     def n_upstream(self) -> int:

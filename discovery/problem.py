@@ -8,7 +8,7 @@ is m(full) - m(circuit).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -16,8 +16,8 @@ from torch import Tensor
 
 from discovery.graph import Graph
 from discovery.metrics import METRICS, final_logits
-from discovery.patching import GPT2Weights, clean_outputs, forward_from, free_bias, patched_forward
-from discovery.suffix import variant_final_logits
+from discovery.patching import GPT2Weights, clean_outputs, forward_from, patched_forward
+from discovery.suffix import Receiver, SuffixContext
 from discovery.tasks.base import TokenizedTask
 
 Ablation = Literal["corrupt", "mean", "zero"]
@@ -34,6 +34,7 @@ class Problem:
     metric: str  # "kl" or the task metric
     full_value: Tensor | None = None  # [1] the metric of the full model
     forward_passes: int = 0  # prompt batches run so far (each variant counts once)
+    _suffix: SuffixContext | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, weights: GPT2Weights, graph: Graph, batch: TokenizedTask, *, metric: str,
@@ -91,20 +92,28 @@ class Problem:
                                      mask).logits
         return self.loss(logits)[0]
 
-    def run_variants(self, mask: Tensor, k: int, columns: Tensor, outputs: Tensor,
-                     shared: dict | None = None) -> Tensor:
-        """Losses of ``V`` variants that differ only in input ``k``'s column ``columns`` ``[V, U]``,
-        computing only what input ``k`` changes (:mod:`discovery.suffix`). ``outputs`` must be
-        current for every node that does not depend on input ``k``."""
-        self.forward_passes += columns.shape[0]
-        n, inp = self.graph.n_avail[k], self.graph.inputs[k]
-        out, abl = outputs[:n], self.ablation[:n]
-        x = torch.einsum("ubpd,vu->vbpd", out - abl, columns[:, :n].to(out.dtype)) + abl.sum(0)
-        x = x + free_bias(self.weights, inp.layer, inp.stage)
+    @property
+    def suffix(self) -> SuffixContext:
+        """Constants of fast ACDC's suffix passes (built on first use)."""
+        if self._suffix is None:
+            with torch.no_grad():
+                self._suffix = SuffixContext(self.weights, self.graph, self.ablation, self.batch.last)
+        return self._suffix
+
+    def receiver(self, k: int, mask: Tensor, outputs: Tensor) -> Receiver:
+        """What the variants of input ``k`` share (:mod:`discovery.suffix`); ``outputs`` must be
+        current for every node, and only column ``k`` of ``mask`` may change while it is used."""
         with torch.no_grad():
-            final = variant_final_logits(self.weights, self.graph, outputs, self.ablation, mask, k, x,
-                                         self.batch.last, shared)
-        if final is None:  # the receiver does not reach the logits: nothing changes
+            return Receiver(self.suffix, outputs, mask, k)
+
+    def run_variants(self, receiver: Receiver, columns: Tensor) -> Tensor:
+        """Losses ``[V]`` of variants that differ only in the receiver's input, whose senders are
+        the rows of ``columns`` ``[V, U]``, computing only what that input changes. NaN where the
+        receiver does not reach the logits (nothing changes)."""
+        self.forward_passes += columns.shape[0]
+        with torch.no_grad():
+            final = receiver.final_logits(columns)
+        if final is None:
             return torch.full((columns.shape[0],), float("nan"))
         return self.loss_at_final(final)
 

@@ -1,83 +1,71 @@
 """Fast ACDC's inner loop: the losses of many variants of one circuit that differ only in one
-input, computing only what they change.
+input (the receiver's), computing only what they change.
 
-* Every node before the receiver keeps its cached output, shared by all variants; the receiver's
-  own node is computed per variant, and so is every node after it. An input downstream is the
-  shared part (from the cache, computed once for all variants) plus, over the recomputed nodes u,
-  ``mask[u, i] * (new[u] - cached[u])``: one einsum over a buffer of those differences.
-* A node none of whose kept inputs comes from a recomputed node has the output it had: it is not
-  recomputed. Late in the search most of the network is pruned, so most suffixes are a few nodes;
-  when nothing reaches the logits the variants' loss is the current one, with no pass at all.
-* The loss reads the logits at each prompt's last position only, so the last layer's heads query
-  from that position alone, and its MLP and the unembedding run there alone.
+* Every node before the receiver keeps its cached output, shared by all variants. The nodes the
+  variants can change are planned once per receiver: its own node, then every later node that keeps
+  an edge from a node already in the plan. Late in the search most of the network is pruned, so a
+  plan is a few nodes; when none of them reaches the logits the loss is the current one, with no
+  pass at all.
+* An input downstream is the shared part (computed once per receiver) plus, over the planned nodes
+  u, ``mask[u, i] * (new[u] - cached[u])``: one einsum over a buffer of those differences.
+* The loss reads the logits at each prompt's last position only. A planned node whose output no
+  planned head reads as a key or value (directly, or through nodes that need every position) is
+  computed at that position alone: its heads query from there, its MLP runs there.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from discovery.graph import Graph
-from discovery.patching import (
-    GPT2Weights,
-    free_bias,
-    heads_forward,
-    mlp_forward,
-    node_inputs,
-    project_qkv,
-    unembed,
-)
+from discovery.patching import GPT2Weights, free_bias, heads_forward, mlp_forward, project_qkv, unembed
 
 
-class _Variants:
-    """Per-variant state of one suffix pass: differences of recomputed nodes from the cache."""
+class SuffixContext:
+    """What every suffix pass of one problem shares: weights, graph, the ablation ``[U, B, P, D]``,
+    each prompt's last position ``[B]``, and the ablation's prefix sums (an input's ablated part)."""
 
-    def __init__(self, graph: Graph, outputs: Tensor, ablation: Tensor, mask: Tensor, v: int,
-                 shared: dict | None = None):
-        self.graph, self.outputs, self.ablation, self.v = graph, outputs, ablation, v
-        self.shared = {} if shared is None else shared  # cached shared parts, see inputs()
-        self.mask = mask.to(outputs.dtype)
-        self.bool_mask = mask
-        self.nodes: list[int] = []  # upstream indices with a per-variant difference
-        self.delta: list[Tensor] = []  # new - cached, [V*B, P', D]
+    def __init__(self, w: GPT2Weights, graph: Graph, ablation: Tensor, last: Tensor):
+        self.w, self.graph, self.ablation, self.last = w, graph, ablation, last
+        self.sums = {n: ablation[:n].sum(0) for n in sorted(set(graph.n_avail))}  # n -> [B, P, D]
+        self.is_kv = np.array([i.input in ("k", "v") for i in graph.inputs])
 
-    def add(self, u: int, value: Tensor, last: Tensor | None = None) -> None:
-        cached = self.outputs[u]
-        if last is not None:  # value holds the last positions only
-            cached = _at(cached, last[: cached.shape[0]])
-        # Broadcast over the variant axis instead of materialising a repeat of the cache.
-        delta = value.view(self.v, *cached.shape) - cached[None]
-        self.nodes.append(u)
-        self.delta.append(delta.view(value.shape))
-
-    def affected(self, ks: list[int]) -> bool:
-        """Whether any of inputs ``ks`` keeps an edge from a recomputed node."""
-        return bool(self.nodes) and bool(self.bool_mask[self.nodes][:, ks].any())
-
-    def inputs(self, ks: list[int], last: Tensor | None = None) -> Tensor:
-        """Inputs ``ks`` for every variant ``[len(ks), V*B, P, D]`` (``P = 1`` with ``last``)."""
+    def node_inputs(self, outputs: Tensor, mask: Tensor, ks: list[int]) -> Tensor:
+        """Inputs ``ks`` (same senders) of the circuit ``mask`` ``[len(ks), B, P, D]``, bias
+        excluded: kept edges carry ``outputs``, removed ones the ablation."""
         n = self.graph.n_avail[ks[0]]
-        key = (tuple(ks), last is not None)
-        if key not in self.shared:  # the same for every chain of one receiver
-            shared = node_inputs(self.outputs, self.ablation, self.bool_mask, ks, n)  # [i, B, P, D]
-            self.shared[key] = _at(shared, last[: shared.shape[1]]) if last is not None else shared
-        shared = self.shared[key]
-        used = [j for j, u in enumerate(self.nodes) if u < n]
-        if not used:
-            return shared.repeat(1, self.v, 1, 1)
-        deltas = [self.delta[j] for j in used]
-        if last is not None:
-            deltas = [d if d.shape[1] == 1 else _at(d, last) for d in deltas]
-        m = self.mask[[self.nodes[j] for j in used]][:, ks]  # [u, i]
-        varying = torch.einsum("ubpd,ui->ibpd", torch.stack(deltas), m)  # [i, V*B, P', D]
-        i, _, p, d = varying.shape
-        return (varying.view(i, self.v, -1, p, d) + shared[:, None]).view(i, -1, p, d)
+        m = mask[:n, ks].to(outputs.dtype)
+        return torch.einsum("ubpd,ui->ibpd", outputs[:n] - self.ablation[:n], m) + self.sums[n]
+
+
+def _at(x: Tensor, last: Tensor) -> Tensor:
+    """``x[..., b, last[b], :]`` keeping a position axis of 1: ``[*, B, P, D] -> [*, B, 1, D]``."""
+    return x[..., torch.arange(x.shape[-3], device=x.device), last.to(x.device), :][..., None, :]
+
+
+def plan(graph: Graph, mask: np.ndarray, u0: int, is_kv: np.ndarray) -> dict[int, bool] | None:
+    """The nodes a change at upstream node ``u0`` reaches through kept edges of ``mask`` ``[U, I]``,
+    in topological order, each mapped to whether it is needed at every position (True) or only at
+    the last one. None when the change cannot reach the logits."""
+    reached = [u0]
+    for u in range(u0 + 1, graph.n_upstream):
+        if mask[np.ix_(reached, graph.inputs_of[u])].any():
+            reached.append(u)
+    if not mask[reached, graph.n_inputs - 1].any():
+        return None
+    full: dict[int, bool] = {}
+    for u in reversed(reached):
+        kept = np.flatnonzero(mask[u])
+        full[u] = bool(is_kv[kept].any()) or any(full.get(graph.owner[i], False) for i in kept)
+    return {u: full[u] for u in reached}
 
 
 def _heads_at_last(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor,
-                   last: Tensor, heads: slice = slice(None)) -> Tensor:
+                   last: Tensor, heads: slice | Tensor = slice(None)) -> Tensor:
     """Heads whose query is taken at ``last`` only: ``q_in`` ``[H, B, 1, D]``, keys and values at
     every position ``[H, B, P, D]`` -> ``[H, B, 1, D]``."""
     q, k, v = project_qkv(w, layer, q_in, k_in, v_in, heads)
@@ -88,103 +76,182 @@ def _heads_at_last(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in:
     return torch.einsum("hbqe,hed->hbqd", z, w.w_o[layer, heads])
 
 
-def _at(x: Tensor, last: Tensor) -> Tensor:
-    """``x[..., b, last[b], :]`` keeping a position axis of 1: ``[*, B, P, D] -> [*, B, 1, D]``."""
-    return x[..., torch.arange(x.shape[-3], device=x.device), last.to(x.device), :][..., None, :]
+class Receiver:
+    """Everything shared by the variants of one receiver input ``k``: the plan, the differences
+    ``outputs - ablation`` and the shared parts of downstream inputs. Valid while only column ``k``
+    of ``mask`` changes and ``outputs`` stays as it is (ACDC refreshes it after the receiver)."""
+
+    def __init__(self, ctx: SuffixContext, outputs: Tensor, mask: Tensor, k: int):
+        self.ctx, self.outputs, self.mask, self.k = ctx, outputs, mask, k
+        self.mask_np = mask.cpu().numpy()
+        graph = ctx.graph
+        self.input = graph.inputs[k]
+        self.u0 = graph.owner[k]
+        self.plan = None if self.u0 < 0 else plan(graph, self.mask_np, self.u0, ctx.is_kv)
+        self.diff = outputs - ctx.ablation  # [U, B, P, D]
+        self._diff_last: Tensor | None = None
+        self.cache: dict = {}
+
+    def diff_at_last(self) -> Tensor:
+        if self._diff_last is None:
+            self._diff_last = _at(self.diff, self.ctx.last)
+        return self._diff_last
+
+    def shared_inputs(self, ks: list[int], last_only: bool) -> Tensor:
+        """The part of inputs ``ks`` no variant changes ``[len(ks), B, P', D]`` (bias excluded)."""
+        key = (tuple(ks), last_only)
+        if key not in self.cache:
+            n = self.ctx.graph.n_avail[ks[0]]
+            diff = self.diff_at_last() if last_only else self.diff
+            sums = self.ctx.sums[n]
+            sums = _at(sums, self.ctx.last) if last_only else sums
+            m = self.mask[:n, ks].to(diff.dtype)
+            self.cache[key] = torch.einsum("ubpd,ui->ibpd", diff[:n], m) + sums
+        return self.cache[key]
+
+    def output(self, u: int, last_only: bool) -> Tensor:
+        """Cached output of node ``u`` ``[B, P', D]``."""
+        if not last_only:
+            return self.outputs[u]
+        key = ("out", u)
+        if key not in self.cache:
+            self.cache[key] = _at(self.outputs[u], self.ctx.last)
+        return self.cache[key]
+
+    def receiver_input(self, columns: Tensor, last_only: bool) -> Tensor:
+        """Input ``k`` of each variant ``[V, B, P', D]`` (bias included); row v of ``columns``
+        ``[V, U]`` says which senders keep their edge. The input under a snapshot of column ``k``
+        is computed once; per variant only the senders where it departs from the snapshot are
+        summed (ACDC's chains depart in a few senders)."""
+        n, inp = self.ctx.graph.n_avail[self.k], self.input
+        diff = (self.diff_at_last() if last_only else self.diff)[:n]
+        key = ("receiver", last_only)
+        if key not in self.cache:
+            column = self.mask[:n, self.k].to(diff.dtype).clone()
+            base = torch.einsum("ubpd,u->bpd", diff, column)
+            sums = _at(self.ctx.sums[n], self.ctx.last) if last_only else self.ctx.sums[n]
+            self.cache[key] = column, base + sums + free_bias(self.ctx.w, inp.layer, inp.stage)
+        column, base = self.cache[key]
+        change = columns[:, :n].to(diff.dtype) - column  # [V, n]
+        senders = change.any(0).nonzero()[:, 0]
+        return base[None] + torch.einsum("ubpd,vu->vbpd", diff[senders], change[:, senders])
+
+    def final_logits(self, columns: Tensor) -> Tensor | None:
+        """Last-position logits ``[V*B, vocab]`` of the variants ``columns`` ``[V, U]``, or None
+        when they cannot change the logits."""
+        if self.input.stage == 2:
+            return unembed(self.ctx.w, self.receiver_input(columns, True)[:, :, 0].flatten(0, 1))
+        if self.plan is None:
+            return None
+        return _Pass(self, columns).run()
 
 
-def variant_final_logits(w: GPT2Weights, graph: Graph, outputs: Tensor, ablation: Tensor,
-                         mask: Tensor, k: int, x: Tensor, last: Tensor,
-                         shared: dict | None = None) -> Tensor | None:
-    """Final logits ``[V*B, vocab]`` (at each prompt's ``last`` position) when input ``k`` takes
-    the per-variant values ``x`` ``[V, B, P, D]`` (bias included) and every other input follows
-    ``mask``; None when the variants cannot change the logits. ``outputs`` ``[U, B, P, D]`` must be
-    the current circuit's node outputs. ``shared`` caches the parts of inputs that do not depend on
-    input ``k``: pass the same dict for every call about one receiver, a new one for the next."""
-    v, b = x.shape[0], x.shape[1]
-    x = x.reshape(v * b, *x.shape[2:])
-    last = last.repeat(v)
-    inp = graph.inputs[k]
-    n_layers, n_heads, has_mlp = graph.shape.n_layers, graph.shape.n_heads, graph.shape.mlp
-    per_layer, final_layer = n_heads + int(has_mlp), graph.shape.n_layers - 1
-    state = _Variants(graph, outputs, ablation, mask, v, shared)
-    if inp.stage == 2:
-        return unembed(w, _at(x, last)[:, 0])
-    layer = inp.layer
-    at_end = layer == final_layer
-    if inp.stage == 0:  # one head: its other two inputs are the same for every variant
-        h, ks = inp.head, [graph.in_index[(inp.node, c)] for c in "qkv"]
-        qkv = state.inputs(ks) + free_bias(w, layer, 0)
-        qkv[ks.index(k)] = x
-        one = slice(h, h + 1)
-        if at_end:
-            out = _heads_at_last(w, layer, _at(qkv[0:1], last), qkv[1:2], qkv[2:3], last, one)[0]
-        else:
-            out = heads_forward(w, layer, qkv[0:1], qkv[1:2], qkv[2:3], heads=one)[0]
-        state.add(1 + layer * per_layer + h, out, last if at_end else None)
-    mk = [graph.in_index[(f"m{layer}", "mlp")]] if has_mlp else []
-    if inp.stage == 1 or (mk and state.affected(mk)):
+class _Pass:
+    """One suffix pass over the planned nodes for ``V`` variants (batched as ``V*B``)."""
+
+    def __init__(self, rx: Receiver, columns: Tensor):
+        self.rx, self.ctx, self.columns = rx, rx.ctx, columns
+        self.v = columns.shape[0]
+        self.last = rx.ctx.last.repeat(self.v)  # [V*B]
+        self.nodes: list[int] = []  # planned nodes computed so far
+        self.delta: dict[tuple[int, bool], Tensor] = {}  # (u, last_only) -> new - cached [V*B, P', D]
+
+    def add(self, u: int, value: Tensor, last_only: bool) -> None:
+        cached = self.rx.output(u, last_only)
+        # Broadcast over the variant axis instead of materialising a repeat of the cache.
+        self.delta[(u, last_only)] = (value.view(self.v, *cached.shape) - cached[None]).view(value.shape)
+        self.nodes.append(u)
+
+    def _delta(self, u: int, last_only: bool) -> Tensor:
+        if (u, last_only) not in self.delta:  # only last-position reads of a full node get here
+            self.delta[(u, last_only)] = _at(self.delta[(u, False)], self.last)
+        return self.delta[(u, last_only)]
+
+    def inputs(self, ks: list[int], last_only: bool = False) -> Tensor:
+        """Inputs ``ks`` of every variant ``[len(ks), V*B, P', D]``, bias included."""
+        inp = self.ctx.graph.inputs[ks[0]]
+        shared = self.rx.shared_inputs(ks, last_only) + free_bias(self.ctx.w, inp.layer, inp.stage)
+        used = [u for u in self.nodes if self.rx.mask_np[u, ks].any()]
+        if not used:
+            return shared.repeat(1, self.v, 1, 1)
+        m = self.rx.mask[used][:, ks].to(shared.dtype)  # [u, i]
+        varying = torch.einsum("ubpd,ui->ibpd", torch.stack([self._delta(u, last_only) for u in used]), m)
+        i, _, p, d = varying.shape
+        return (varying.view(i, self.v, -1, p, d) + shared[:, None]).view(i, -1, p, d)
+
+    def run(self) -> Tensor:
+        rx, graph, w = self.rx, self.ctx.graph, self.ctx.w
+        planned = rx.plan or {}
+        self._receiver(planned[rx.u0])
+        by_layer: dict[tuple[int, int], list[int]] = {}
+        for u in planned:
+            if u != rx.u0:
+                inp = graph.inputs[graph.inputs_of[u][0]]
+                by_layer.setdefault((inp.layer, inp.stage), []).append(u)
+        for (layer, stage), nodes in sorted(by_layer.items()):
+            for full in (True, False):
+                group = [u for u in nodes if planned[u] == full]
+                if group and stage == 0:
+                    self._heads(layer, group, full)
+                elif group:
+                    mlp_in = self.inputs(graph.inputs_of[group[0]], not full)[0]
+                    self.add(group[0], mlp_forward(w, layer, mlp_in), not full)
+        final = self.inputs([graph.n_inputs - 1], True)[0][:, 0]
+        return unembed(w, final)
+
+    def _receiver(self, full: bool) -> None:
+        """The receiver's own node, from the variants' input ``k`` and its other (shared) inputs."""
+        rx, w, inp = self.rx, self.ctx.w, self.rx.input
         if inp.stage == 1:
-            mlp_in = _at(x, last) if at_end else x
+            x = rx.receiver_input(self.columns, not full)
+            self.add(rx.u0, mlp_forward(w, inp.layer, x.flatten(0, 1)), not full)
+            return
+        q, k, v = rx.ctx.graph.inputs_of[rx.u0]
+        one = slice(inp.head, inp.head + 1)
+
+        def take(i: int, last_only: bool) -> Tensor:
+            if i == rx.k:
+                return rx.receiver_input(self.columns, last_only).flatten(0, 1)[None]
+            return self.inputs([i], last_only)
+
+        if full:
+            out = heads_forward(w, inp.layer, take(q, False), take(k, False), take(v, False), one)
         else:
-            mlp_in = state.inputs(mk, last if at_end else None)[0] + free_bias(w, layer, 1)
-        state.add(1 + layer * per_layer + n_heads, mlp_forward(w, layer, mlp_in), last if at_end else None)
-    for later in range(layer + 1, n_layers):
-        end = later == final_layer
-        first = 1 + later * per_layer
-        heads = [h for h in range(n_heads)
-                 if state.affected([graph.in_index[(f"a{later}.h{h}", c)] for c in "qkv"])]
-        if heads:
-            ks = [graph.in_index[(f"a{later}.h{h}", c)] for h in heads for c in "qkv"]
-            heads_in = (state.inputs(ks) + free_bias(w, later, 0)).view(len(heads), 3, v * b, *x.shape[1:])
-            which = torch.tensor(heads, device=x.device)
-            if end:
-                out = _heads_at_last(w, later, _at(heads_in[:, 0], last), heads_in[:, 1],
-                                     heads_in[:, 2], last, which)
-            else:
-                out = heads_forward(w, later, heads_in[:, 0], heads_in[:, 1], heads_in[:, 2], heads=which)
-            for j, h in enumerate(heads):
-                state.add(first + h, out[j], last if end else None)
-        mk = graph.inputs_of_layer(later, 1) if has_mlp else []
-        if mk and state.affected(mk):
-            mlp_in = state.inputs(mk, last if end else None)[0] + free_bias(w, later, 1)
-            state.add(first + n_heads, mlp_forward(w, later, mlp_in), last if end else None)
-    k_out = graph.n_inputs - 1
-    if not state.affected([k_out]):
-        return None  # nothing the variants change reaches the logits
-    final = state.inputs([k_out], last)[0][:, 0]
-    return unembed(w, final + free_bias(w, n_layers, 2))
+            out = _heads_at_last(w, inp.layer, take(q, True), take(k, False), take(v, False), self.last, one)
+        self.add(rx.u0, out[0], not full)
+
+    def _heads(self, layer: int, nodes: list[int], full: bool) -> None:
+        """Heads ``nodes`` of ``layer``, batched; at every position or at the last one."""
+        graph, w = self.ctx.graph, self.ctx.w
+        heads = torch.tensor([graph.inputs[graph.inputs_of[u][0]].head for u in nodes],
+                             device=self.ctx.ablation.device)
+        q_ks = [graph.inputs_of[u][0] for u in nodes]
+        kv = self.inputs([i for u in nodes for i in graph.inputs_of[u][1:]])
+        kv = kv.view(len(nodes), 2, *kv.shape[1:])  # [heads, k|v, V*B, P, D]
+        if full:
+            out = heads_forward(w, layer, self.inputs(q_ks), kv[:, 0], kv[:, 1], heads=heads)
+        else:
+            out = _heads_at_last(w, layer, self.inputs(q_ks, True), kv[:, 0], kv[:, 1], self.last, heads)
+        for j, u in enumerate(nodes):
+            self.add(u, out[j], not full)
 
 
-def refresh_node(w: GPT2Weights, graph: Graph, outputs: Tensor, ablation: Tensor, mask: Tensor,
-                 node: str) -> None:
-    """Recompute ``node``'s cached output in place under the current ``mask`` (after ACDC has
-    decided all of its inputs)."""
-    u = graph.up_index[node]
-    if node.startswith("a"):
-        layer, h = (int(p[1:]) for p in node.split("."))
-        ks = [graph.in_index[(node, c)] for c in "qkv"]
-        qkv = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]]) + free_bias(w, layer, 0)
-        outputs[u] = heads_forward(w, layer, qkv[0:1], qkv[1:2], qkv[2:3], heads=slice(h, h + 1))[0]
-    elif node.startswith("m"):
-        layer = int(node[1:])
-        ks = [graph.in_index[(node, "mlp")]]
-        x = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]])[0] + free_bias(w, layer, 1)
-        outputs[u] = mlp_forward(w, layer, x)
-
-
-def refresh_after(w: GPT2Weights, graph: Graph, outputs: Tensor, ablation: Tensor, mask: Tensor,
-                  node: str) -> int:
-    """Bring the cache up to date after ``node``'s inputs changed: recompute it, then every later
-    node that keeps an edge from a recomputed one. Returns how many nodes were recomputed."""
-    changed = [graph.up_index[node]]
-    refresh_node(w, graph, outputs, ablation, mask, node)
-    inputs_of: dict[str, list[int]] = {}
-    for k, inp in enumerate(graph.inputs):
-        inputs_of.setdefault(inp.node, []).append(k)
-    for u in range(changed[0] + 1, graph.n_upstream):
-        name = graph.upstream[u]
-        if bool(mask[changed][:, inputs_of[name]].any()):
-            refresh_node(w, graph, outputs, ablation, mask, name)
-            changed.append(u)
+def refresh_after(ctx: SuffixContext, outputs: Tensor, mask: Tensor, node: str) -> int:
+    """Bring the cache ``outputs`` up to date after ``node``'s inputs changed: recompute it, then
+    every later node that keeps an edge from a recomputed one. Returns how many were recomputed."""
+    graph, w = ctx.graph, ctx.w
+    mask_np = mask.cpu().numpy()
+    changed: list[int] = []
+    for u in range(graph.up_index[node], graph.n_upstream):
+        ks = graph.inputs_of[u]
+        if changed and not mask_np[np.ix_(changed, ks)].any():
+            continue
+        inp = graph.inputs[ks[0]]
+        x = ctx.node_inputs(outputs, mask, ks) + free_bias(w, inp.layer, inp.stage)
+        if inp.stage == 0:
+            h = slice(inp.head, inp.head + 1)
+            outputs[u] = heads_forward(w, inp.layer, x[0:1], x[1:2], x[2:3], heads=h)[0]
+        else:
+            outputs[u] = mlp_forward(w, inp.layer, x[0])
+        changed.append(u)
     return len(changed)

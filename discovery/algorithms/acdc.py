@@ -40,7 +40,7 @@ def _refresh_if_complete(problem: Problem, outputs: torch.Tensor, mask: torch.Te
     inp = problem.graph.inputs[k]
     if inp.input in ("q", "mlp"):
         with torch.no_grad():
-            refresh_after(problem.weights, problem.graph, outputs, problem.ablation, mask, inp.node)
+            refresh_after(problem.suffix, outputs, mask, inp.node)
 
 
 def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = None, *,
@@ -55,10 +55,11 @@ def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = N
     for k in reversed(range(graph.n_inputs)):
         # latest sender first, as the reference; edges already out are not revisited
         pending = [u for u in reversed(range(graph.n_avail[k])) if mask[u, k]]
-        chain, shared = MIN_CHAIN, {}
+        chain = MIN_CHAIN
+        receiver = problem.receiver(k, mask, outputs) if pending else None
         while pending:
             senders = pending[:chain]
-            losses = problem.run_variants(mask, k, _chain(mask[:, k], senders), outputs, shared).tolist()
+            losses = problem.run_variants(receiver, _chain(mask[:, k], senders)).tolist()
             chain = min(2 * chain, MAX_CHAIN)
             for j, u in enumerate(senders):
                 # NaN: the receiver reaches nothing, so removing the edge changes nothing.
