@@ -164,6 +164,7 @@ WHERE ($model IS NULL OR m.id = $model) AND ($task IS NULL OR t.id = $task)
   AND ($method IS NULL OR c.method = $method)
   AND ($min_faithfulness IS NULL OR c.faithfulness >= $min_faithfulness)
   AND ($max_faithfulness IS NULL OR c.faithfulness <= $max_faithfulness)
+  AND ($ids IS NULL OR c.id IN $ids)
 RETURN c.id AS id, m.id AS model, t.id AS task, c.method AS method, c.threshold AS threshold,
        c.metric AS metric, c.faithfulness AS faithfulness, c.n_nodes AS n_nodes,
        c.n_edges AS n_edges, c.created_at AS created_at

@@ -273,13 +273,14 @@ def read_circuit(driver: Driver, circuit_id: str, *, database: str) -> Circuit |
 def list_circuits(driver: Driver, *, database: str, model: str | None = None,
                   task: str | None = None, method: str | None = None,
                   min_faithfulness: float | None = None, max_faithfulness: float | None = None,
-                  limit: int = 100) -> list[CircuitSummary]:
-    """Stored circuits matching every filter given, newest first, at most ``limit``."""
+                  ids: list[str] | None = None, limit: int = 100) -> list[CircuitSummary]:
+    """Stored circuits matching every filter given (``ids``: only these), newest first, at most
+    ``limit``."""
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     records, _, _ = driver.execute_query(
         queries.LIST_CIRCUITS, model=model, task=task, method=method,
-        min_faithfulness=min_faithfulness, max_faithfulness=max_faithfulness, limit=limit,
+        min_faithfulness=min_faithfulness, max_faithfulness=max_faithfulness, ids=ids, limit=limit,
         database_=database, routing_="r",
     )
     return [CircuitSummary(**record.data()) for record in records]

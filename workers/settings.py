@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API.")
     worker_queues: str = Field("cpu", description="Comma-separated queues a worker consumes.")
     health_timeout_s: float = Field(3.0, gt=0, description="Per-service timeout of /health.")
+    cypher_timeout_s: float = Field(
+        10.0, gt=0, description="Server-side timeout of a user's read-only Cypher query."
+    )
+    cypher_row_cap: int = Field(1000, ge=1, description="Most rows a user's Cypher query returns.")
 
     local_dir: Path = Field(Path(".local"), description="Data, logs and pids of local services.")
     neo4j_heap: str = Field("512m", description="JVM heap of the local Neo4j (small machine).")
