@@ -39,6 +39,14 @@ norm, so the residual's norm at each LayerNorm is a constant we compute (``_nomi
 LayerNorm gain is set to that RMS, which makes LayerNorm the identity on every residual the model
 produces. Patching a component with its value on another prompt keeps these norms, so it cannot act
 through LayerNorm either; zero-ablation changes them, which rescales but does not redirect.
+
+LayerNorm's epsilon is large on purpose (``LN_EPS``, near the embedding's per-dimension variance).
+With GPT-2's 1e-5, LayerNorm is scale-invariant: LN(a x) = LN(x). Zero ablation's integrated-
+gradients path scales the embedding from 0 to x, so the model would not change along it until a
+is about 0, and the gradient at an input written by one source is orthogonal to that source's
+output: every gradient-based score of such an edge would be exactly 0 whatever the circuit (a
+blind spot of gradients, not a property of the circuit). The gains still make LayerNorm the
+identity at the nominal norms, so nothing above changes.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ N_LAYER, N_HEAD = 2, 2
 D_HEAD = D // N_HEAD
 MARGIN = 20.0  # attention score of a match over a non-match, in nats
 LOGIT = 10.0  # logit of the copied token over the others: p ~ 1 / (1 + 24 e^-10) ~ 0.999
+LN_EPS = 0.05  # LayerNorm epsilon (see the module docstring)
 JUNK_BITS, JUNK_AMP = 5, 0.5  # 2^5 >= 25 tokens, so the 5-bit code is a real (unread) token id
 
 TOK, POS, PREV, OUT = 0, V, V + P, 2 * V + P  # subspace offsets
@@ -148,7 +157,8 @@ def build_config() -> GPT2Config:
     return GPT2Config(
         vocab_size=V, n_positions=P, n_embd=D, n_layer=N_LAYER, n_head=N_HEAD, n_inner=4,
         activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+        layer_norm_epsilon=LN_EPS, tie_word_embeddings=False,
+        bos_token_id=0, eos_token_id=0, pad_token_id=0,
         circuit_atlas={"attn_only": True, "ground_truth": "true_edges.json",
                        # The induction task must draw its words from this model's vocabulary.
                        "tasks": {"induction": {"pool": list(WORDS)}}},
