@@ -37,14 +37,21 @@ PING = "RETURN 1 AS ok"
 # --- writing one circuit (each statement runs inside the circuit's single write transaction) ---
 
 #: First statement of a write: takes the circuit's lock (a property that really changes, so a
-#: concurrent write of the same id waits here until this one commits) and clears what an earlier
-#: write of this id left. ``MERGE_CIRCUIT`` later replaces every property, the lock's included.
+#: concurrent write of the same id waits here until this one commits), clears the links an
+#: earlier write of this id left and returns what they pointed at, for pruning at the end.
+#: ``MERGE_CIRCUIT`` later replaces every property, the lock's included.
 LOCK_CIRCUIT = """
 MERGE (c:Circuit {id: $circuit_id})
 SET c.lock = randomUUID()
-WITH c
-OPTIONAL MATCH (c)-[r:INCLUDES|OF_MODEL|FOR_TASK]->()
-DELETE r
+WITH c, [(c)-[:INCLUDES]->(n:Neuron) | n.uid] AS neurons,
+     [(c)-[:INCLUDES]->(n:Component) WHERE NOT n:Neuron | n.uid]
+       + [(c)-[:INCLUDES]->(:Neuron)-[:IN]->(mlp:MLP) | mlp.uid] AS others,
+     [(c)-[:OF_MODEL]->(m:Model) | m.id] AS models, [(c)-[:FOR_TASK]->(t:Task) | t.id] AS tasks
+CALL (c) {
+  MATCH (c)-[r:INCLUDES|OF_MODEL|FOR_TASK]->()
+  DELETE r
+}
+RETURN neurons, others, models, tasks
 """
 
 CLEAR_EDGES = """
@@ -107,8 +114,8 @@ RETURN count(*) AS written
 
 # --- deleting ---
 
-#: The circuit's node and its links go; returns what it included, for pruning (neurons first:
-#: an MLP stays while a neuron of it remains).
+#: The circuit's node and its links go; returns what they pointed at, for pruning (neurons
+#: first: an MLP stays while a neuron of it remains).
 DELETE_CIRCUIT = """
 MATCH (c:Circuit {id: $circuit_id})
 WITH c, [(c)-[:INCLUDES]->(n:Neuron) | n.uid] AS neurons,

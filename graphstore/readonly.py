@@ -83,7 +83,8 @@ def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else "no detail"
 
 
-def _translate(exc: Neo4jError, timeout_s: float) -> CypherError:
+def as_cypher_error(exc: Neo4jError, timeout_s: float) -> CypherError:
+    """The server's error ``exc`` as a :class:`CypherError` of the right kind."""
     code = exc.code or ""
     message = _first_line(exc.message)
     if code.endswith("Statement.AccessMode"):
@@ -148,7 +149,7 @@ def run_readonly(driver: Driver, text: str, params: Mapping[str, Any] | None = N
     except CypherError:
         raise
     except Neo4jError as exc:
-        raise _translate(exc, timeout_s) from None
+        raise as_cypher_error(exc, timeout_s) from None
     except ServiceUnavailable as exc:
         raise CypherError("unavailable", f"Neo4j cannot be reached ({exc}); is it running? "
                                          "`circuits services status`") from None

@@ -3,9 +3,10 @@
 One circuit is one write transaction: all of it lands or none of it does. Shared nodes (model,
 task, circuit, components) are MERGEd on their keys. A write first locks the circuit's node and
 clears the memberships and edges an earlier write of the same id left, then creates them anew in
-``UNWIND`` batches: a retried write (a re-delivered job) leaves exactly one copy, a corrected
-circuit written under the same id leaves no stale edges, and edges need no per-edge MERGE (which
-scans every FEEDS between two components, a cost that grows with the number of stored circuits).
+``UNWIND`` batches, and finally prunes components only the earlier version used. So a retried
+write (a re-delivered job) leaves exactly one copy, a corrected circuit written under the same id
+leaves nothing stale, and edges need no per-edge MERGE (which scans every FEEDS between two
+components, a cost that grows with the number of stored circuits).
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ def check_circuit(circuit: Circuit) -> None:
             raise ValueError(f"circuit {circuit.id}: provenance.{field} is empty; name the {field}")
     seen: set[str] = set()
     for node in circuit.nodes:
-        parsed = Node.parse(node.name, score=node.score)
+        try:
+            parsed = Node.parse(node.name, score=node.score)
+        except ValueError as exc:
+            raise ValueError(f"circuit {circuit.id}: {exc}") from None
         if parsed != node:
             raise ValueError(
                 f"circuit {circuit.id}: node {node.name!r} has kind/layer/head/neuron "
@@ -94,7 +98,10 @@ def check_circuit(circuit: Circuit) -> None:
         _check_score(node.score, f"{circuit.id}: node {node.name}")
     keys: set[tuple[str, str, str]] = set()
     for edge in circuit.edges:
-        parsed_edge = Edge.parse(edge.name, score=edge.score)
+        try:
+            parsed_edge = Edge.parse(edge.name, score=edge.score)
+        except ValueError as exc:
+            raise ValueError(f"circuit {circuit.id}: edge {edge.src}->{edge.dst} ({edge.input}): {exc}") from None
         if (parsed_edge.src, parsed_edge.dst, parsed_edge.input) != (edge.src, edge.dst, edge.input):
             raise ValueError(f"circuit {circuit.id}: edge {edge.name!r} has input {edge.input!r}, "
                              f"but its receiver takes {parsed_edge.input!r}")
@@ -169,7 +176,7 @@ def _write_tx(tx: ManagedTransaction, circuit: Circuit, batch: int,
     """Everything of one circuit; safe to rerun (the driver retries transient failures)."""
     model = circuit.provenance.model
     tick = on_batch or (lambda stage, done, total: None)
-    tx.run(queries.LOCK_CIRCUIT, circuit_id=circuit.id).consume()
+    earlier = tx.run(queries.LOCK_CIRCUIT, circuit_id=circuit.id).single()
     tx.run(queries.CLEAR_EDGES, circuit_id=circuit.id).consume()
     model_props, task_props = _owner_props(circuit)
     tx.run(queries.MERGE_CIRCUIT, circuit_id=circuit.id, model=model_props, task=task_props,
@@ -201,6 +208,7 @@ def _write_tx(tx: ManagedTransaction, circuit: Circuit, batch: int,
             raise RuntimeError(f"circuit {circuit.id}: wrote {written} of {len(chunk)} edges of a batch")
         done += len(chunk)
         tick("edges", done, len(edges))
+    _prune(tx, earlier)  # what only the earlier version of this circuit used
 
 
 def write_circuit(driver: Driver, circuit: Circuit, *, database: str, batch: int = BATCH,
@@ -216,15 +224,20 @@ def write_circuit(driver: Driver, circuit: Circuit, *, database: str, batch: int
     return circuit.id
 
 
+def _prune(tx: ManagedTransaction, record: Record) -> None:
+    """Delete the components, models and tasks in ``record`` that no circuit uses any more."""
+    for uids in (record["neurons"], record["others"]):
+        for chunk in _chunks(uids, BATCH):
+            tx.run(queries.PRUNE_COMPONENTS, uids=chunk).consume()
+    tx.run(queries.PRUNE_OWNERS, models=record["models"], tasks=record["tasks"]).consume()
+
+
 def _delete_tx(tx: ManagedTransaction, circuit_id: str) -> bool:
     tx.run(queries.CLEAR_EDGES, circuit_id=circuit_id).consume()
     record = tx.run(queries.DELETE_CIRCUIT, circuit_id=circuit_id).single()
     if record is None:
         return False
-    for uids in (record["neurons"], record["others"]):
-        for chunk in _chunks(uids, BATCH):
-            tx.run(queries.PRUNE_COMPONENTS, uids=chunk).consume()
-    tx.run(queries.PRUNE_OWNERS, models=record["models"], tasks=record["tasks"]).consume()
+    _prune(tx, record)
     return True
 
 
