@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	  $(BIN)/python -m pip install -q --disable-pip-version-check uv; }
 	@# uv installs from its cache by hard links: seconds once the wheels are cached.
 	@UV_NATIVE_TLS=1 UV_FIND_LINKS="$${UV_FIND_LINKS:-$$PIP_FIND_LINKS}" VIRTUAL_ENV=$(VENV) \
-	  $(BIN)/uv pip install -q -e '.[dev]'
+	  $(BIN)/uv pip install -q --compile-bytecode -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 	@echo "dependencies installed in $(VENV)"
 

@@ -50,13 +50,19 @@ def run_discover(args: argparse.Namespace) -> int:
         top_n=args.top_n, metric=args.metric, ablation=args.ablation, n_prompts=args.n_prompts,
         seed=args.seed, device=args.device, ig_steps=args.ig_steps, granularity=args.granularity,
     )
-    with tqdm(total=0, desc=f"{args.method} {args.task}", unit="edge", file=sys.stderr) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+    bars: list[tqdm] = []  # opened at the first report, so a bad argument prints no empty bar
 
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=f"{args.method} {args.task}", unit="edge", file=sys.stderr))
+        bars[0].total, bars[0].n = total, done
+        bars[0].refresh()
+
+    try:
         circuit = discover(request, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(circuit.to_json())
     print(summary(circuit))
