@@ -9,7 +9,7 @@ from neo4j import GraphDatabase
 from neo4j.exceptions import AuthError, ClientError
 
 from discovery.circuit import Circuit, Edge, Metrics, Node, Provenance
-from graphstore.store import ensure_schema, read_circuit, write_circuit
+from graphstore.store import delete_circuit, ensure_schema, read_circuit, write_circuit
 
 
 def test_node_written_and_read_back(neo4j_driver, settings):
@@ -70,3 +70,5 @@ def test_circuit_round_trip_and_idempotent_write(neo4j_driver, settings):
     )
     assert (records[0]["circuits"], records[0]["feeds"]) == (1, 4)
     assert read_circuit(neo4j_driver, "no-such-circuit", database=db) is None
+    assert delete_circuit(neo4j_driver, circuit.id, database=db)
+    assert read_circuit(neo4j_driver, circuit.id, database=db) is None

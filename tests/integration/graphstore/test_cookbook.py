@@ -111,3 +111,16 @@ def test_cookbook_query(real_circuits, store, db, index):
     expected = CHECKS[index](real_circuits, params)
     assert expected, f"cookbook query {index + 1} has nothing to find in the test circuits"
     assert [tuple(r) for r in result.rows] == [tuple(e) for e in expected]
+
+
+def test_schema_examples_run_and_find_something(real_circuits, store, db):
+    text = (Path(__file__).resolve().parents[3] / "graphstore" / "SCHEMA.md").read_text()
+    queries = re.findall(r"```cypher\n(.*?)```", text, re.S)
+    ioi, ind = real_circuits["ioi"], real_circuits["induction"]
+    params = {"circuit_id": ioi.id, "model": ioi.provenance.model, "task": "ioi", "method": "acdc",
+              "min_faithfulness": 0.5, "ids": [ioi.id, ind.id], "x": ioi.id, "y": ind.id}
+    assert len(queries) >= 7
+    for query in queries:
+        wanted = set(re.findall(r"\$(\w+)", query))
+        result = run_readonly(store, query, {k: params[k] for k in wanted}, database=db)
+        assert result.rows, query
