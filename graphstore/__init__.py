@@ -1,5 +1,11 @@
 """circuit-atlas graph store: circuits in Neo4j, components shared across circuits of one model.
 
 Knows Neo4j and :mod:`discovery.circuit`, nothing of torch. Every function takes the driver as an
-argument; all Cypher lives in :mod:`graphstore.queries`.
+argument; all Cypher lives in :mod:`graphstore.queries` and the schema is described in
+``graphstore/SCHEMA.md``.
+
+- :mod:`graphstore.store`: write (one transaction per circuit), read, list, delete;
+- :mod:`graphstore.overlap`: shared components, overlap of circuits, task x task matrix, hubs;
+- :mod:`graphstore.readonly`: users' own Cypher, read-only, with a timeout and a row cap;
+- :mod:`graphstore.nxgraph`: a stored circuit as a networkx graph.
 """

@@ -19,7 +19,7 @@ from typing import Any
 
 from neo4j import Driver, ManagedTransaction, Record
 
-from discovery.circuit import Circuit, Edge, GraphShape, Metrics, Node, Provenance
+from discovery.circuit import Circuit, Edge, GraphShape, Metrics, Node, Provenance, mlp_name
 from graphstore import queries
 
 #: Rows per ``UNWIND`` statement.
@@ -171,17 +171,10 @@ def _component_rows(circuit: Circuit) -> dict[str, list[dict[str, Any]]]:
     return rows
 
 
-def _write_tx(tx: ManagedTransaction, circuit: Circuit, batch: int,
-              on_batch: BatchCallback | None) -> None:
-    """Everything of one circuit; safe to rerun (the driver retries transient failures)."""
-    model = circuit.provenance.model
-    tick = on_batch or (lambda stage, done, total: None)
-    earlier = tx.run(queries.LOCK_CIRCUIT, circuit_id=circuit.id).single()
-    tx.run(queries.CLEAR_EDGES, circuit_id=circuit.id).consume()
-    model_props, task_props = _owner_props(circuit)
-    tx.run(queries.MERGE_CIRCUIT, circuit_id=circuit.id, model=model_props, task=task_props,
-           circuit=_circuit_props(circuit)).consume()
-    done = 0
+def _write_components(tx: ManagedTransaction, circuit: Circuit, batch: int,
+                      tick: BatchCallback) -> None:
+    """Merge the circuit's components, include them, and link its neurons to their MLPs."""
+    model, done = circuit.provenance.model, 0
     for kind, rows in _component_rows(circuit).items():
         for chunk in _chunks(rows, batch):
             tx.run(queries.merge_components(queries.KIND_LABELS[kind]), rows=chunk,
@@ -189,14 +182,18 @@ def _write_tx(tx: ManagedTransaction, circuit: Circuit, batch: int,
             done += len(chunk)
             tick("components", done, len(circuit.nodes))
     neurons = [
-        {"uid": component_uid(model, n.name), "mlp_uid": component_uid(model, f"m{n.layer}"),
-         "mlp_name": f"m{n.layer}", "model": model, "layer": n.layer}
-        for n in circuit.nodes if n.kind == "neuron"
+        {"uid": component_uid(model, n.name), "mlp_uid": component_uid(model, mlp_name(n.layer)),
+         "mlp_name": mlp_name(n.layer), "model": model, "layer": n.layer}
+        for n in circuit.nodes if n.kind == "neuron" and n.layer is not None
     ]
     for start, chunk in enumerate(_chunks(neurons, batch)):
         tx.run(queries.LINK_NEURONS, rows=chunk).consume()
         tick("neurons", min((start + 1) * batch, len(neurons)), len(neurons))
-    uids = [component_uid(model, n.name) for n in circuit.nodes]
+
+
+def _write_edges(tx: ManagedTransaction, circuit: Circuit, batch: int, tick: BatchCallback) -> None:
+    """Create the circuit's FEEDS; abort when a batch does not write every one of its rows."""
+    uids = [component_uid(circuit.provenance.model, n.name) for n in circuit.nodes]
     index = {n.name: i for i, n in enumerate(circuit.nodes)}
     edges = [[index[e.src], index[e.dst], e.input, e.score, order]
              for order, e in enumerate(circuit.edges)]
@@ -208,6 +205,19 @@ def _write_tx(tx: ManagedTransaction, circuit: Circuit, batch: int,
             raise RuntimeError(f"circuit {circuit.id}: wrote {written} of {len(chunk)} edges of a batch")
         done += len(chunk)
         tick("edges", done, len(edges))
+
+
+def _write_tx(tx: ManagedTransaction, circuit: Circuit, batch: int,
+              on_batch: BatchCallback | None) -> None:
+    """Everything of one circuit; safe to rerun (the driver retries transient failures)."""
+    tick = on_batch or (lambda stage, done, total: None)
+    earlier = tx.run(queries.LOCK_CIRCUIT, circuit_id=circuit.id).single()
+    tx.run(queries.CLEAR_EDGES, circuit_id=circuit.id).consume()
+    model_props, task_props = _owner_props(circuit)
+    tx.run(queries.MERGE_CIRCUIT, circuit_id=circuit.id, model=model_props, task=task_props,
+           circuit=_circuit_props(circuit)).consume()
+    _write_components(tx, circuit, batch, tick)
+    _write_edges(tx, circuit, batch, tick)
     _prune(tx, earlier)  # what only the earlier version of this circuit used
 
 

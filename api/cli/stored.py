@@ -167,7 +167,7 @@ def run_list(args: argparse.Namespace) -> int:
     print(table(["id", "model", "task", "method", "threshold", "faithfulness", "nodes", "edges",
                  "created"],
                 [[r.id, r.model, r.task, r.method, r.threshold, r.faithfulness, r.n_nodes,
-                  r.n_edges, r.created_at[:19]] for r in rows]))
+                  r.n_edges, (r.created_at or "")[:19]] for r in rows]))
     print(f"({len(rows)} circuit{'s' * (len(rows) != 1)}"
           + (f"; --limit {args.limit} reached" if len(rows) == args.limit else "") + ")")
     return 0
