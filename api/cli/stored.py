@@ -290,10 +290,11 @@ def run_cypher(args: argparse.Namespace) -> int:
 
     params = _params(args.param)
     with _store() as (driver, settings):
+        timeout = settings.cypher_timeout_s if args.timeout is None else args.timeout
+        cap = settings.cypher_row_cap if args.limit is None else args.limit
         try:
             result = run_readonly(driver, args.query, params, database=settings.neo4j_database,
-                                  timeout_s=args.timeout or settings.cypher_timeout_s,
-                                  row_cap=args.limit or settings.cypher_row_cap)
+                                  timeout_s=timeout, row_cap=cap)
         except CypherError as exc:
             if exc.kind == "parameter":
                 raise ValueError(f"{exc.message}; e.g. --param NAME=VALUE") from None
