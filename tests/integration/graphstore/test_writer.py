@@ -103,16 +103,20 @@ def test_rewriting_a_changed_circuit_replaces_it(store, db, scratch_model):
 def test_failure_mid_write_leaves_nothing(store, db, scratch_model):
     circuit = synthetic(f"{scratch_model}-fail", scratch_model, f"task-{uuid.uuid4().hex}",
                         neurons=4, seed=5)
-    seen = []
+    seen, outside = [], []
 
     def fail_after_two_edge_batches(stage: str, done: int, total: int) -> None:
         seen.append((stage, done))
         if stage == "edges" and done >= 100:
+            # from another session, mid-write: nothing of the circuit is visible yet
+            outside.append((read_circuit(store, circuit.id, database=db),
+                            leftovers(store, db, scratch_model)))
             raise RuntimeError("injected failure")
 
     with pytest.raises(RuntimeError, match="injected failure"):
         write_circuit(store, circuit, database=db, batch=50, on_batch=fail_after_two_edge_batches)
     assert ("edges", 100) in seen and ("components", len(circuit.nodes)) in seen  # it got far
+    assert outside == [(None, 0)]
     assert read_circuit(store, circuit.id, database=db) is None
     assert leftovers(store, db, scratch_model) == 0
     records, _, _ = store.execute_query(
