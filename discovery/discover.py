@@ -21,9 +21,10 @@ from discovery.graph import Graph
 from discovery.models import LoadedModel, load_model
 from discovery.patching import GPT2Weights
 from discovery.problem import Problem
-from discovery.tasks import get_task, tokenize_task
+from discovery.tasks import get_task
 from discovery.tasks.base import TaskData
 from discovery.tasks.custom import load_custom_task
+from discovery.tasks.tokens import tokenize_task
 
 
 @dataclass(frozen=True)

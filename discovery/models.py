@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models"
+from discovery.catalog import SHIPPED_DIR, shipped_models  # noqa: F401  (re-exported)
 
 
 class ModelLoadError(ValueError):
@@ -44,13 +44,6 @@ class LoadedModel:
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """[batch, pos] token ids -> [batch, pos, vocab] logits."""
         return self.bridge(tokens.to(self.device))
-
-
-def shipped_models() -> dict[str, Path]:
-    """The models under ``models/``, by name."""
-    if not SHIPPED_DIR.is_dir():
-        return {}
-    return {p.name: p for p in sorted(SHIPPED_DIR.iterdir()) if (p / "config.json").exists()}
 
 
 def resolve_device(device: str) -> str:

@@ -18,7 +18,7 @@ from discovery.graph import Graph
 from discovery.metrics import METRICS, final_logits
 from discovery.patching import GPT2Weights, clean_outputs, forward_from, patched_forward
 from discovery.suffix import Receiver, SuffixContext
-from discovery.tasks.base import TokenizedTask
+from discovery.tasks.tokens import TokenizedTask
 
 Ablation = Literal["corrupt", "mean", "zero"]
 

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from discovery.metrics import METRICS, answer_mass, final_logits, top1_correct
-from discovery.tasks import get_task, tokenize_task
+from discovery.tasks import get_task
+from discovery.tasks.tokens import tokenize_task
 
 LogitsFn = Callable[[Tensor], Tensor]  # tokens [batch, pos] -> logits [batch, pos, vocab]
 EVAL_SEED = 12345  # held-out prompts are drawn with this seed, so every evaluation sees the same

@@ -66,7 +66,7 @@ def run_tasks_show(args: argparse.Namespace) -> int:
 
     data = task_data(args.task, model, args.n, args.seed)
     if model is not None:
-        from discovery.tasks import tokenize_task
+        from discovery.tasks.tokens import tokenize_task
 
         batch = tokenize_task(data, model.tokenizer, n_ctx=model.n_ctx)
         print(f"{data.name}: {len(batch)} pairs valid for {model.name} "

@@ -1,10 +1,11 @@
 """The task suite: one module per built-in task, registered by name in :data:`TASKS`, plus the
-loader for custom tasks from JSON (:mod:`discovery.tasks.custom`)."""
+loader for custom tasks from JSON (:mod:`discovery.tasks.custom`). Importing it does not load
+torch; :mod:`discovery.tasks.tokens` turns a task into tensors."""
 
 from __future__ import annotations
 
 from discovery.tasks import greater_than, induction, ioi, pronoun, successor
-from discovery.tasks.base import PromptPair, TaskData, TaskSpec, TaskValidationError, tokenize_task
+from discovery.tasks.base import PromptPair, TaskData, TaskSpec, TaskValidationError
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
@@ -21,5 +22,4 @@ def get_task(name: str) -> TaskSpec:
                          "(or pass a custom task JSON file)") from None
 
 
-__all__ = ["TASKS", "PromptPair", "TaskData", "TaskSpec", "TaskValidationError", "get_task",
-           "tokenize_task"]
+__all__ = ["TASKS", "PromptPair", "TaskData", "TaskSpec", "TaskValidationError", "get_task"]

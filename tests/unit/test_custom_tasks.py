@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from discovery.tasks import tokenize_task
 from discovery.tasks.base import TaskValidationError
 from discovery.tasks.custom import load_custom_task, parse_custom_task
+from discovery.tasks.tokens import tokenize_task
 from discovery.zoo.corpus import vocabulary
 from discovery.zoo.language import build_tokenizer, save_tokenizer
 

@@ -8,8 +8,9 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
-from discovery.tasks import TASKS, get_task, tokenize_task
+from discovery.tasks import TASKS, get_task
 from discovery.tasks.base import in_split
+from discovery.tasks.tokens import tokenize_task
 from discovery.zoo.corpus import task_sentence, vocabulary
 from discovery.zoo.language import build_tokenizer, save_tokenizer
 
