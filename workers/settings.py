@@ -47,6 +47,26 @@ class Settings(BaseSettings):
     )
     cypher_row_cap: int = Field(1000, ge=1, description="Most rows a user's Cypher query returns.")
 
+    api_keys: SecretStr = Field(
+        SecretStr("atlas-dev-write:write,atlas-dev-read:read"),
+        description="API keys the server accepts, as comma-separated key:scope pairs; scope is read "
+        "(GET, Cypher) or write (also submit, cancel, delete). Change them outside a laptop.",
+    )
+    api_key: SecretStr = Field(
+        SecretStr("atlas-dev-write"), description="Key the CLI sends in X-API-Key."
+    )
+    api_url: str = Field("", description="Base URL the CLI talks to (default: api_host:api_port).")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body the API reads.")
+    max_queued_per_key: int = Field(
+        100, ge=1, description="Most queued or running jobs one API key may have at a time."
+    )
+    auto_queue: str = Field(
+        "cpu", description="Queue of jobs submitted with device auto: cpu, or gpu where GPU workers run."
+    )
+    job_stale_s: float = Field(
+        20.0, gt=0, description="A running job whose heartbeat is older than this is re-queued."
+    )
+
     local_dir: Path = Field(Path(".local"), description="Data, logs and pids of local services.")
     neo4j_heap: str = Field("512m", description="JVM heap of the local Neo4j (small machine).")
     neo4j_pagecache: str = Field("128m", description="Page cache of the local Neo4j.")
@@ -62,6 +82,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"ATLAS_NEO4J_URI must be a bolt:// or neo4j:// URI, got scheme {scheme!r}"
             )
+        return value
+
+    @field_validator("auto_queue")
+    @classmethod
+    def _auto_queue(cls, value: str) -> str:
+        if value not in QUEUES:
+            raise ValueError(f"ATLAS_AUTO_QUEUE must be one of {', '.join(QUEUES)}")
         return value
 
     @field_validator("redis_url")
@@ -88,6 +115,21 @@ class Settings(BaseSettings):
     @property
     def redis_host(self) -> str:
         return urlparse(self.redis_url).hostname or "127.0.0.1"
+
+    @property
+    def key_scopes(self) -> dict[str, frozenset[str]]:
+        """``api_keys`` parsed: key -> scopes (write implies read)."""
+        keys: dict[str, frozenset[str]] = {}
+        for item in self.api_keys.get_secret_value().split(","):
+            key, _, scope = item.strip().partition(":")
+            if not key or scope not in ("read", "write"):
+                raise ValueError("ATLAS_API_KEYS must be comma-separated key:read or key:write pairs")
+            keys[key] = frozenset({"read", "write"} if scope == "write" else {"read"})
+        return keys
+
+    @property
+    def base_url(self) -> str:
+        return self.api_url.rstrip("/") or f"http://{self.api_host}:{self.api_port}"
 
     @property
     def queues(self) -> list[str]:
