@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # The install is redone only when pyproject.toml changes.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup services demo lint test down clean
+.PHONY: setup services browser demo lint test down clean
 
 setup: $(STAMP)
 
@@ -26,13 +26,25 @@ $(STAMP): pyproject.toml
 services: setup
 	$(BIN)/circuits services up
 
+# Headless chromium + chromedriver for the web page's browser test: apt-get only when chromedriver
+# is missing and we are root; otherwise a hint (the test then skips, saying why).
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver with apt-get (browser test) ..."; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+	      || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	      || echo "warning: could not install chromium; the browser test will be skipped"; \
+	  else echo "note: no chromedriver; apt-get install chromium chromium-driver to run the browser test"; fi; }
+
 demo: services
 	$(BIN)/circuits demo
 
 lint: setup
 	$(BIN)/ruff check .
 
-test: services lint
+test: services lint browser
 	$(BIN)/python -m pytest
 
 down:
