@@ -176,6 +176,7 @@ RETURN c.id AS id, m.id AS model, t.id AS task, c.method AS method, c.threshold 
        c.metric AS metric, c.faithfulness AS faithfulness, c.n_nodes AS n_nodes,
        c.n_edges AS n_edges, c.created_at AS created_at
 ORDER BY c.created_at DESC, c.id
+SKIP $offset
 LIMIT $limit
 """
 

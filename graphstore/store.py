@@ -296,14 +296,18 @@ def read_circuit(driver: Driver, circuit_id: str, *, database: str) -> Circuit |
 def list_circuits(driver: Driver, *, database: str, model: str | None = None,
                   task: str | None = None, method: str | None = None,
                   min_faithfulness: float | None = None, max_faithfulness: float | None = None,
-                  ids: list[str] | None = None, limit: int = 100) -> list[CircuitSummary]:
+                  ids: list[str] | None = None, limit: int = 100,
+                  offset: int = 0) -> list[CircuitSummary]:
     """Stored circuits matching every filter given (``ids``: only these), newest first, at most
-    ``limit``."""
+    ``limit`` of them after skipping the first ``offset`` (paging)."""
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
     records, _, _ = driver.execute_query(
         queries.LIST_CIRCUITS, model=model, task=task, method=method,
         min_faithfulness=min_faithfulness, max_faithfulness=max_faithfulness, ids=ids, limit=limit,
+        offset=offset,
         database_=database, routing_="r",
     )
     return [CircuitSummary(**record.data()) for record in records]
