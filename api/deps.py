@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from workers.app import create_celery
+from workers.jobs import JobStore
 from workers.settings import Settings
 
 
@@ -23,6 +24,7 @@ class Resources:
     neo4j: Driver
     redis: redis.Redis
     celery: Celery
+    jobs: JobStore
 
     @classmethod
     def open(cls, settings: Settings) -> Resources:
@@ -37,11 +39,14 @@ class Resources:
             settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1),  # one retry: a dead Redis must not stall /health
         )
-        return cls(settings, driver, client, create_celery(settings))
+        jobs = JobStore.from_url(settings.redis_url, socket_timeout=timeout,
+                                 socket_connect_timeout=timeout)
+        return cls(settings, driver, client, create_celery(settings), jobs)
 
     def close(self) -> None:
         self.neo4j.close()
         self.redis.close()
+        self.jobs.redis.close()
 
 
 def _resources(request: Request) -> Resources:

@@ -1,5 +1,5 @@
-"""The shipped models and what their cards say, read from disk without loading torch (the API
-lists models and validates job specs with it)."""
+"""What can be asked of the engine, known without loading torch: the shipped models and what their
+cards say, the method names and the ablations (the API lists them and validates job specs)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models"
+
+#: Discovery methods by name (the keys of :data:`discovery.algorithms.ALGORITHMS`, which loads torch).
+METHODS: tuple[str, ...] = ("acdc", "acdc-reference", "eap", "eap-ig", "eap-ig+acdc")
+ABLATIONS: tuple[str, ...] = ("corrupt", "mean", "zero")
 
 
 def shipped_models() -> dict[str, Path]:

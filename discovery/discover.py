@@ -76,15 +76,16 @@ def build_problem(model: LoadedModel, data: TaskData, *, metric: str, ablation: 
 
 
 def discover(request: DiscoveryRequest, *, progress: Progress | None = None,
-             model: LoadedModel | None = None) -> Circuit:
-    """Run ``request`` and return the circuit, evaluated on the same prompts."""
+             model: LoadedModel | None = None, data: TaskData | None = None) -> Circuit:
+    """Run ``request`` and return the circuit, evaluated on the same prompts. ``model``: an
+    already loaded model (a worker's cache); ``data``: the task's pairs (an inline custom task)."""
     algorithm = get_algorithm(request.method)
     config = request.config()
-    if not (request.task.endswith(".json") or Path(request.task).exists()):
+    if data is None and not (request.task.endswith(".json") or Path(request.task).exists()):
         get_task(request.task)  # an unknown task fails here, before a model is loaded
     started = time.monotonic()
     model = model or load_model(request.model, device=request.device)
-    data = task_data(request.task, model, request.n_prompts, request.seed)
+    data = data or task_data(request.task, model, request.n_prompts, request.seed)
     default_metric = "kl" if request.method.startswith("acdc") else data.metric
     problem = build_problem(model, data, metric=request.metric or default_metric,
                             ablation=request.ablation)

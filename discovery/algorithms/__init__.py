@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from discovery.algorithms import acdc, acdc_reference, eap, eap_ig, hybrid
 from discovery.algorithms.base import Algorithm, AlgorithmConfig, AlgorithmResult
+from discovery.catalog import METHODS
 
 ALGORITHMS: dict[str, Algorithm] = {
     "acdc": acdc.run,
@@ -13,6 +14,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "eap-ig": eap_ig.run,
     "eap-ig+acdc": hybrid.run,
 }
+assert tuple(ALGORITHMS) == METHODS, "discovery.catalog.METHODS must name every algorithm"
 
 
 def get_algorithm(name: str) -> Algorithm:
