@@ -1,8 +1,9 @@
 """The Celery application: Redis as broker and result backend, queues declared explicitly.
 
 Jobs are routed by device to the ``cpu`` or ``gpu`` queue. ``acks_late`` with
-``reject_on_worker_lost`` means a job whose worker dies is delivered again rather than lost; the
-graph store's idempotent writes make that re-run safe.
+``reject_on_worker_lost`` means a job whose pool process dies is delivered again rather than lost;
+a job whose whole worker dies is re-queued by the heartbeat sweep (:mod:`workers.tasks`). The graph
+store's replace-on-write makes either re-run safe.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from workers.settings import QUEUES, Settings
 
 #: Task names, so the API can send tasks without importing their code (or torch).
 PING_TASK = "atlas.ping"
-DEMO_TASK = "atlas.demo_job"
+DISCOVER_TASK = "atlas.discover"
 
 
 def create_celery(settings: Settings) -> Celery:

@@ -1,54 +1,120 @@
-"""``/v1/jobs``: submit a job (sent to Celery by name through Redis) and follow it.
+"""``/v1/jobs``: submit discovery jobs, follow them, list them, cancel them.
 
-For now the only job kind is ``placeholder``, which writes a small hand-written graph to Neo4j; the
-discovery jobs replace it. Job ids are recorded in Redis at submission so that an unknown id is a
-404 rather than Celery's indistinguishable "PENDING".
+A job is recorded in Redis (:class:`workers.jobs.JobStore`) before its task is sent to Celery by
+name (the API never imports torch). The record, not Celery's result, is what clients read: it
+carries the state, the progress and ETA, the error and the circuit id.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+import uuid
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel
 
 from api.deps import ResourcesDep
-from workers.app import DEMO_TASK
+from api.security import ReadCaller, WriteCaller
+from workers.app import DISCOVER_TASK
+from workers.jobspec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-JOB_KEY = "atlas:job:{id}"
-_STATES = {"PENDING": "queued", "RECEIVED": "queued", "STARTED": "running", "RETRY": "running",
-           "SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "cancelled"}
 
-
-class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["placeholder"] = "placeholder"
+class Progress(BaseModel):
+    stage: str | None = None
+    done: int | None = None
+    total: int | None = None
+    percent: float | None = None
+    eta_s: float | None = None
 
 
 class JobPublic(BaseModel):
     id: str
-    state: str
-    result: dict[str, Any] | None = None
+    state: str  # queued, running, succeeded, failed, cancelled
+    spec: dict[str, Any]
+    queue: str
+    progress: Progress
+    attempts: int = 0
+    cancel_requested: bool = False
+    circuit_id: str | None = None
     error: str | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class JobPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    jobs: list[JobPublic]
+
+
+def _num(value: str | None, kind: type = float) -> Any:
+    return kind(float(value)) if value not in (None, "") else None
+
+
+def _public(record: dict[str, str]) -> JobPublic:
+    return JobPublic(
+        id=record["id"], state=record["state"], spec=json.loads(record["spec"]), queue=record["queue"],
+        progress=Progress(stage=record.get("stage"), done=_num(record.get("done"), int),
+                          total=_num(record.get("total"), int), percent=_num(record.get("percent")),
+                          eta_s=_num(record.get("eta_s"))),
+        attempts=_num(record.get("attempts"), int) or 0, cancel_requested=record.get("cancel") == "1",
+        circuit_id=record.get("circuit_id") or None, error=record.get("error") or None,
+        created_at=float(record["created_at"]), started_at=_num(record.get("started_at")),
+        finished_at=_num(record.get("finished_at")),
+    )
+
+
+def _record(res: ResourcesDep, job_id: str) -> dict[str, str]:
+    record = res.jobs.get(job_id)
+    if record is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with id {job_id!r}")
+    return record
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
-def submit(spec: JobCreate, res: ResourcesDep) -> JobPublic:
-    result = res.celery.send_task(DEMO_TASK, queue="cpu")
-    res.redis.hset(JOB_KEY.format(id=result.id), mapping={"kind": spec.kind, "queue": "cpu"})
-    return JobPublic(id=result.id, state="queued")
+def submit(spec: JobSpec, res: ResourcesDep, caller: WriteCaller) -> JobPublic:
+    """Queue a discovery job; 202 with its id. The job goes to the ``gpu`` queue for device cuda,
+    ``cpu`` for cpu, and the configured queue for auto."""
+    job_id = str(uuid.uuid4())
+    queue = spec.queue(res.settings.auto_queue)
+    cap = res.settings.max_queued_per_key
+    if not res.jobs.create(job_id, spec=spec.model_dump(), key_id=caller.key_id, queue=queue, cap=cap):
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            detail=f"this API key already has {cap} jobs queued or running; wait for "
+                                   "some to finish or cancel them (ATLAS_MAX_QUEUED_PER_KEY)")
+    result = res.celery.send_task(DISCOVER_TASK, args=[job_id], queue=queue)
+    res.jobs.set_task(job_id, result.id)
+    return _public(_record(res, job_id))
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(res: ResourcesDep, _: ReadCaller, offset: int = Query(0, ge=0),
+              limit: int = Query(20, ge=1, le=200)) -> JobPage:
+    """Jobs, newest first."""
+    total, records = res.jobs.page(offset=offset, limit=limit)
+    return JobPage(total=total, offset=offset, limit=limit, jobs=[_public(r) for r in records])
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get(job_id: str, res: ResourcesDep) -> JobPublic:
-    if not res.redis.exists(JOB_KEY.format(id=job_id)):
+def get(job_id: str, res: ResourcesDep, _: ReadCaller) -> JobPublic:
+    return _public(_record(res, job_id))
+
+
+@router.delete("/{job_id}", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED)
+def cancel(job_id: str, res: ResourcesDep, _: WriteCaller) -> JobPublic:
+    """Cancel: a queued job ends at once; a running one stops within seconds (its state turns
+    ``cancelled`` then; ``cancel_requested`` is true meanwhile). 409 for a finished job."""
+    outcome = res.jobs.cancel(job_id)
+    if outcome == "missing":
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with id {job_id!r}")
-    outcome = res.celery.AsyncResult(job_id)
-    state = _STATES.get(outcome.state, outcome.state.lower())
-    if state == "succeeded":
-        return JobPublic(id=job_id, state=state, result=outcome.result)
-    if state == "failed":
-        return JobPublic(id=job_id, state=state, error=repr(outcome.result))
-    return JobPublic(id=job_id, state=state)
+    record = _record(res, job_id)
+    if outcome not in ("stopped", "cancelling"):
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job {job_id} already {outcome}; nothing to cancel")
+    if outcome == "stopped" and record.get("task_id"):
+        res.celery.control.revoke(record["task_id"])  # workers drop the message unseen
+    return _public(record)
