@@ -8,23 +8,32 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import errors
 from api.deps import Resources
-from api.routers import circuits, health, jobs
+from api.limits import BodySizeLimit
+from api.routers import circuits, compare, cypher, health, jobs, models, tasks
 from workers.settings import Settings, get_settings
+
+ROUTERS = (health, jobs, circuits, compare, models, tasks, cypher)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API app with its resources opened at startup and closed at shutdown."""
+    settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.resources = Resources.open(settings or get_settings())
+        app.state.resources = Resources.open(settings)
         try:
             yield
         finally:
             app.state.resources.close()
 
-    app = FastAPI(title="circuit-atlas", version="0.1.0", lifespan=lifespan)
-    for module in (health, jobs, circuits):
+    app = FastAPI(title="circuit-atlas", version="0.1.0", lifespan=lifespan,
+                  description="Circuits of transformer models, discovered by Celery workers and "
+                              "stored in Neo4j. Every /v1 route needs an X-API-Key header.")
+    for module in ROUTERS:
         app.include_router(module.router)
+    errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
