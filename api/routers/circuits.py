@@ -1,21 +1,125 @@
-"""``/v1/circuits``: read stored circuits from Neo4j."""
+"""``/v1/circuits``: list, read (as JSON or any export format) and delete stored circuits."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import BaseModel
 
 from api.deps import ResourcesDep
-from graphstore.store import read_circuit
+from api.security import ReadCaller, WriteCaller
+from discovery.circuit import Circuit
+from discovery.export import export
+from graphstore.store import delete_circuit, list_circuits, read_circuit
 
 router = APIRouter(prefix="/v1/circuits", tags=["circuits"])
 
+ExportFormat = Literal["json", "graphml", "dot", "png", "svg", "mib"]
 
-@router.get("/{circuit_id}")
-def get(circuit_id: str, res: ResourcesDep) -> dict[str, Any]:
-    """The circuit as JSON (the :class:`discovery.circuit.Circuit` layout)."""
+#: Media type of each export format.
+MEDIA_TYPES: dict[str, str] = {
+    "json": "application/json",
+    "mib": "application/json",
+    "graphml": "application/graphml+xml",
+    "dot": "text/vnd.graphviz; charset=utf-8",
+    "png": "image/png",
+    "svg": "image/svg+xml",
+}
+
+
+class CircuitSummaryPublic(BaseModel):
+    """One stored circuit, without its nodes and edges."""
+
+    id: str
+    model: str
+    task: str
+    method: str
+    threshold: float | None
+    metric: str | None
+    faithfulness: float | None
+    n_nodes: int
+    n_edges: int
+    created_at: str | None
+
+
+class CircuitPage(BaseModel):
+    """A page of :class:`CircuitSummaryPublic`, newest first. ``next_offset`` is the ``offset`` of
+    the next page, None on the last one."""
+
+    items: list[CircuitSummaryPublic]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+@router.get("", response_model=CircuitPage)
+def list_(
+    res: ResourcesDep,
+    caller: ReadCaller,
+    model: str | None = None,
+    task: str | None = None,
+    method: str | None = None,
+    min_faithfulness: float | None = None,
+    max_faithfulness: float | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> CircuitPage:
+    """Stored circuits matching every filter given, newest first, one page at a time."""
+    rows = list_circuits(res.neo4j, database=res.settings.neo4j_database, model=model, task=task,
+                         method=method, min_faithfulness=min_faithfulness,
+                         max_faithfulness=max_faithfulness, limit=limit + 1, offset=offset)
+    items = [CircuitSummaryPublic.model_validate(r, from_attributes=True) for r in rows[:limit]]
+    return CircuitPage(items=items, limit=limit, offset=offset,
+                       next_offset=offset + limit if len(rows) > limit else None)
+
+
+def _stored(res: ResourcesDep, circuit_id: str) -> Circuit:
     circuit = read_circuit(res.neo4j, circuit_id, database=res.settings.neo4j_database)
     if circuit is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no circuit with id {circuit_id!r}")
-    return circuit.to_dict()
+    return circuit
+
+
+def render(circuit: Circuit, fmt: str) -> bytes:
+    """``circuit`` in export format ``fmt``, as bytes (via :func:`discovery.export.export`)."""
+    with tempfile.TemporaryDirectory(prefix="atlas-export-") as tmp:
+        path = export(circuit, fmt, Path(tmp) / f"circuit.{fmt}")
+        return path.read_bytes()
+
+
+@router.get("/{circuit_id}", responses={
+    200: {"description": "The circuit: JSON by default, or the export format asked for",
+          "content": {t: {} for t in MEDIA_TYPES.values()}},
+    404: {"description": "No such circuit"},
+})
+def get(
+    circuit_id: str,
+    res: ResourcesDep,
+    caller: ReadCaller,
+    format: Annotated[ExportFormat, Query(description="json (default), graphml, dot, png, svg "
+                                                      "or mib (EAP-IG / MIB JSON)")] = "json",
+) -> Any:
+    """The circuit as JSON (the :class:`discovery.circuit.Circuit` layout), or exported."""
+    circuit = _stored(res, circuit_id)
+    if format == "json":
+        return circuit.to_dict()
+    try:
+        body = render(circuit, format)
+    except ValueError as exc:  # e.g. MIB needs the full graph's shape
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", circuit_id)[:100] or "circuit"
+    headers = {"Content-Disposition": f'inline; filename="{filename}.{format}"'}
+    return Response(content=body, media_type=MEDIA_TYPES[format], headers=headers)
+
+
+@router.delete("/{circuit_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={404: {"description": "No such circuit"}})
+def delete(circuit_id: str, res: ResourcesDep, caller: WriteCaller) -> Response:
+    """Delete the circuit; components other circuits use stay (needs a write key)."""
+    if not delete_circuit(res.neo4j, circuit_id, database=res.settings.neo4j_database):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no circuit with id {circuit_id!r}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
