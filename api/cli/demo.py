@@ -1,7 +1,9 @@
-"""``circuits demo``: the whole path once, API -> Redis -> worker -> Neo4j -> API.
+"""``circuits demo``: the whole product once, over HTTP.
 
-Starts the local services, a worker process and the API, submits a job over HTTP, follows it to the
-end, reads the stored circuit back through the API, and stops the worker and the API it started.
+Starts the local services, a worker process and the API; submits IOI, induction and greater-than
+discovery jobs on ``multitask``; follows them; reads the stored circuits back; prints their overlap
+table and the heads the IOI and induction circuits share (a read-only Cypher query through the
+API); then stops the worker and the API it started (the services keep running).
 """
 
 from __future__ import annotations
@@ -14,15 +16,21 @@ from pathlib import Path
 
 import httpx
 
+from api.cli.tables import table
 from api.ops.process import ServiceError, port_open, spawn, stop_group, tail
 from api.ops.services import local_services, remote_services
-from discovery.circuit import Edge
 from workers.settings import Settings, get_settings
+
+DEMO_TASKS = ("ioi", "induction", "greater_than")
+SHARED_HEADS = """
+MATCH (a:Circuit {id: $a})-[:INCLUDES]->(h:AttentionHead)<-[:INCLUDES]-(b:Circuit {id: $b})
+RETURN h.name AS head ORDER BY h.layer, h.head"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("demo", help="run a demo job end to end and print what was stored")
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the job")
+    parser = sub.add_parser("demo", help="discover three circuits through the API and compare them")
+    parser.add_argument("--model", default="multitask")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the jobs")
     parser.set_defaults(handler=run)
 
 
@@ -40,17 +48,26 @@ def _wait_healthy(client: httpx.Client, api: subprocess.Popen, log: Path, timeou
     raise ServiceError(f"the API did not report healthy within {timeout:.0f}s:\n{tail(log)}")
 
 
-def _follow(client: httpx.Client, job_id: str, timeout: float) -> dict:
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").raise_for_status().json()
-        if job["state"] != last:
-            print(f"  job {job_id}: {job['state']}", flush=True)
-            last = job["state"]
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
+def _follow(client: httpx.Client, job_ids: dict[str, str], timeout: float) -> dict[str, dict]:
+    """Poll every job to its end, printing each change of state or stage with its progress."""
+    deadline, seen, done = time.monotonic() + timeout, {}, {}
+    while len(done) < len(job_ids) and time.monotonic() < deadline:
+        for task, job_id in job_ids.items():
+            if task in done:
+                continue
+            job = client.get(f"/v1/jobs/{job_id}").raise_for_status().json()
+            p = job["progress"]
+            now = (job["state"], p.get("stage"))
+            if seen.get(task) != now:
+                pct = f" {p['percent']:.0f}%" if p.get("percent") is not None else ""
+                print(f"  {task:<13} {job['state']:<9} {p.get('stage') or ''}{pct}", flush=True)
+                seen[task] = now
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                done[task] = job
         time.sleep(0.5)
-    raise ServiceError(f"job {job_id} did not finish within {timeout:.0f}s")
+    if len(done) < len(job_ids):
+        raise ServiceError(f"jobs did not finish within {timeout:.0f}s")
+    return done
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,22 +82,43 @@ def run(args: argparse.Namespace) -> int:
     logs = settings.local_dir.resolve() / "demo"
     worker = spawn([sys.executable, "-m", "api.cli", "worker"], logs / "worker.log")
     api = spawn([sys.executable, "-m", "api.cli", "api", "--port", str(port)], logs / "api.log")
+    headers = {"X-API-Key": settings.api_key.get_secret_value()}
     try:
-        with httpx.Client(base_url=f"http://{settings.api_host}:{port}", timeout=10) as client:
+        with httpx.Client(base_url=f"http://{settings.api_host}:{port}", timeout=30, headers=headers) as client:
             _wait_healthy(client, api, logs / "api.log", timeout=60)
             print(f"API healthy on port {port}; worker pid {worker.pid}", flush=True)
-            job = client.post("/v1/jobs", json={"kind": "placeholder"}).raise_for_status().json()
-            job = _follow(client, job["id"], args.timeout)
-            if job["state"] != "succeeded":
-                raise ServiceError(f"job ended {job['state']}: {job.get('error')}\n{tail(logs / 'worker.log')}")
-            circuit = client.get(f"/v1/circuits/{job['result']['circuit_id']}").raise_for_status().json()
+            jobs = {task: client.post("/v1/jobs", json={"model": args.model, "task": task, "method": "acdc"})
+                    .raise_for_status().json()["id"] for task in DEMO_TASKS}
+            finished = _follow(client, jobs, args.timeout)
+            failed = {t: j.get("error") for t, j in finished.items() if j["state"] != "succeeded"}
+            if failed:
+                raise ServiceError(f"jobs did not succeed: {failed}\n{tail(logs / 'worker.log')}")
+            ids = {task: job["circuit_id"] for task, job in finished.items()}
+            _report(client, ids)
     finally:
         stop_group(api)
         stop_group(worker)
-    print(f"stored circuit {circuit['id']} in Neo4j, read back through the API:")
-    print(f"  method={circuit['provenance']['method']} model={circuit['provenance']['model']} "
-          f"nodes={len(circuit['nodes'])} edges={len(circuit['edges'])}")
-    for edge in circuit["edges"]:
-        print(f"    {Edge(**edge).name}")
     print("services keep running; `circuits services down` stops them")
     return 0
+
+
+def _report(client: httpx.Client, ids: dict[str, str]) -> None:
+    """The circuits, their pairwise overlap, and the heads IOI and induction share."""
+    rows = []
+    for task, cid in ids.items():
+        c = client.get(f"/v1/circuits/{cid}").raise_for_status().json()
+        heads = sorted(n["name"] for n in c["nodes"] if n["kind"] == "attention")
+        rows.append([task, len(c["edges"]), c["metrics"]["faithfulness"], " ".join(heads)])
+    print("\ncircuits stored in Neo4j (read back through the API):")
+    print(table(["task", "edges", "faithfulness", "heads"], rows))
+    tasks, pairs = list(ids), []
+    for i, a in enumerate(tasks):
+        for b in tasks[i + 1:]:
+            o = client.get("/v1/compare", params={"ids": f"{ids[a]},{ids[b]}"}).raise_for_status().json()
+            pairs.append([f"{a} x {b}", o["node_jaccard"], o["edge_jaccard"], o["weighted"]])
+    print("\noverlap (GET /v1/compare):")
+    print(table(["pair", "node Jaccard", "edge Jaccard", "weighted"], pairs))
+    rows = client.post("/v1/cypher", json={"query": SHARED_HEADS, "params": {"a": ids["ioi"], "b": ids["induction"]}}
+                       ).raise_for_status().json()["rows"]
+    print(f"\nheads shared by the IOI and induction circuits (POST /v1/cypher): "
+          f"{', '.join(r[0] for r in rows) or 'none'}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.app import DEMO_TASK, PING_TASK
+from workers.app import PING_TASK
 
 
 def _process_tree(root: int) -> set[int]:
@@ -22,14 +22,3 @@ def test_task_runs_in_worker_process(celery_client, worker_process):
     result = celery_client.send_task(PING_TASK, args=[{"x": 1}], queue="cpu").get(timeout=60)
     assert result["payload"] == {"x": 1}
     assert result["pid"] in _process_tree(worker_process.pid)  # ran in the fixture's worker
-
-
-def test_demo_job_stores_its_graph_in_neo4j(celery_client, worker_process, neo4j_driver, settings):
-    async_result = celery_client.send_task(DEMO_TASK, queue="cpu")
-    summary = async_result.get(timeout=120)
-    assert summary["circuit_id"] == async_result.id
-    records, _, _ = neo4j_driver.execute_query(
-        "MATCH (c:Circuit {id: $id})-[:INCLUDES]->(n) RETURN count(n) AS n",
-        id=async_result.id, database_=settings.neo4j_database,
-    )
-    assert records[0]["n"] == summary["n_nodes"] > 0
