@@ -11,10 +11,10 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Resources
 from api.limits import BodySizeLimit
-from api.routers import circuits, compare, cypher, health, jobs, models, tasks
+from api.routers import circuits, compare, cypher, health, jobs, models, tasks, web
 from workers.settings import Settings, get_settings
 
-ROUTERS = (health, jobs, circuits, compare, models, tasks, cypher)
+ROUTERS = (health, web, jobs, circuits, compare, models, tasks, cypher)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
