@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -84,11 +85,19 @@ def _stored(res: ResourcesDep, circuit_id: str) -> Circuit:
     return circuit
 
 
+#: Drawings one at a time: routes run in a thread pool, and matplotlib's font and text caches are
+#: not thread-safe.
+_DRAWING = threading.Lock()
+
+
 def render(circuit: Circuit, fmt: str) -> bytes:
     """``circuit`` in export format ``fmt``, as bytes (via :func:`discovery.export.export`)."""
     with tempfile.TemporaryDirectory(prefix="atlas-export-") as tmp:
-        path = export(circuit, fmt, Path(tmp) / f"circuit.{fmt}")
-        return path.read_bytes()
+        target = Path(tmp) / f"circuit.{fmt}"
+        if fmt in ("png", "svg"):
+            with _DRAWING:
+                return export(circuit, fmt, target).read_bytes()
+        return export(circuit, fmt, target).read_bytes()
 
 
 @router.get("/{circuit_id}", responses={
