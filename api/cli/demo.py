@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="discover three circuits through the API and compare them")
     parser.add_argument("--model", default="multitask")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the jobs")
+    parser.add_argument("--api", help="use the API already serving at this URL (e.g. docker compose's) "
+                        "instead of starting services, a worker and an API here")
     parser.set_defaults(handler=run)
 
 
@@ -72,34 +74,43 @@ def _follow(client: httpx.Client, job_ids: dict[str, str], timeout: float) -> di
 
 def run(args: argparse.Namespace) -> int:
     settings: Settings = get_settings()
+    headers = {"X-API-Key": settings.api_key.get_secret_value()}
+    if args.api:
+        with httpx.Client(base_url=args.api, timeout=30, headers=headers) as client:
+            _discover_and_compare(client, args)
+        return 0
     remote = set(remote_services(settings))
     for name, service in local_services(settings).items():
         if name not in remote:
             print(service.up(), flush=True)
     port = settings.api_port
     if port_open(settings.api_host, port):
-        raise ServiceError(f"port {port} is busy; set ATLAS_API_PORT to a free port for the demo")
+        raise ServiceError(f"port {port} is busy; set ATLAS_API_PORT to a free port for the demo, "
+                           "or pass --api URL to use the API serving there")
     logs = settings.local_dir.resolve() / "demo"
     worker = spawn([sys.executable, "-m", "api.cli", "worker"], logs / "worker.log")
     api = spawn([sys.executable, "-m", "api.cli", "api", "--port", str(port)], logs / "api.log")
-    headers = {"X-API-Key": settings.api_key.get_secret_value()}
     try:
         with httpx.Client(base_url=f"http://{settings.api_host}:{port}", timeout=30, headers=headers) as client:
             _wait_healthy(client, api, logs / "api.log", timeout=60)
             print(f"API healthy on port {port}; worker pid {worker.pid}", flush=True)
-            jobs = {task: client.post("/v1/jobs", json={"model": args.model, "task": task, "method": "acdc"})
-                    .raise_for_status().json()["id"] for task in DEMO_TASKS}
-            finished = _follow(client, jobs, args.timeout)
-            failed = {t: j.get("error") for t, j in finished.items() if j["state"] != "succeeded"}
-            if failed:
-                raise ServiceError(f"jobs did not succeed: {failed}\n{tail(logs / 'worker.log')}")
-            ids = {task: job["circuit_id"] for task, job in finished.items()}
-            _report(client, ids)
+            _discover_and_compare(client, args, logs / "worker.log")
     finally:
         stop_group(api)
         stop_group(worker)
     print("services keep running; `circuits services down` stops them")
     return 0
+
+
+def _discover_and_compare(client: httpx.Client, args: argparse.Namespace, worker_log: Path | None = None) -> None:
+    jobs = {task: client.post("/v1/jobs", json={"model": args.model, "task": task, "method": "acdc"})
+            .raise_for_status().json()["id"] for task in DEMO_TASKS}
+    print(f"submitted {len(jobs)} discovery jobs on {args.model}: {', '.join(jobs)}", flush=True)
+    finished = _follow(client, jobs, args.timeout)
+    failed = {t: j.get("error") for t, j in finished.items() if j["state"] != "succeeded"}
+    if failed:
+        raise ServiceError(f"jobs did not succeed: {failed}" + (f"\n{tail(worker_log)}" if worker_log else ""))
+    _report(client, {task: job["circuit_id"] for task, job in finished.items()})
 
 
 def _report(client: httpx.Client, ids: dict[str, str]) -> None:
