@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from discovery.catalog import ABLATIONS, METHODS, shipped_models
 from discovery.tasks import TASKS
@@ -56,25 +56,12 @@ class JobSpec(BaseModel):
             raise ValueError(f"custom task: {exc}") from None
         return value
 
-    @field_validator("method")
+    @field_validator("method", "metric", "ablation")
     @classmethod
-    def _known_method(cls, value: str) -> str:
-        if value not in METHODS:
-            raise ValueError(f"unknown method {value!r}; use one of {', '.join(METHODS)}")
-        return value
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, value: str | None) -> str | None:
-        if value is not None and value not in METRICS:
-            raise ValueError(f"unknown metric {value!r}; use one of {', '.join(METRICS)}")
-        return value
-
-    @field_validator("ablation")
-    @classmethod
-    def _known_ablation(cls, value: str) -> str:
-        if value not in ABLATIONS:
-            raise ValueError(f"unknown ablation {value!r}; use one of {', '.join(ABLATIONS)}")
+    def _one_of(cls, value: str | None, info: ValidationInfo) -> str | None:
+        choices = {"method": METHODS, "metric": METRICS, "ablation": ABLATIONS}[info.field_name]
+        if value is not None and value not in choices:
+            raise ValueError(f"unknown {info.field_name} {value!r}; use one of {', '.join(choices)}")
         return value
 
     @model_validator(mode="after")
