@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from discovery.catalog import SHIPPED_DIR, shipped_models  # noqa: F401  (re-exported)
+from discovery.catalog import shipped_models
 
 
 class ModelLoadError(ValueError):

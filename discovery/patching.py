@@ -171,12 +171,13 @@ def free_bias(w: GPT2Weights, layer: int, stage: int) -> Tensor:
 
 
 def node_inputs(outputs: Tensor, ablation: Tensor, mask: Tensor, inputs: list[int],
-                n_avail: int) -> Tensor:
+                n_avail: int, ablation_sum: Tensor | None = None) -> Tensor:
     """Inputs ``[len(inputs), B, P, D]``: edge u->i carries ``outputs[u]`` where ``mask[u, i]`` is 1
-    and ``ablation[u]`` where it is 0. All inputs listed share the same ``n_avail`` senders."""
+    and ``ablation[u]`` where it is 0. All inputs listed share the same ``n_avail`` senders.
+    ``ablation_sum``: ``ablation[:n_avail].sum(0)`` when the caller has it already."""
     out, abl = outputs[:n_avail], ablation[:n_avail]
     m = mask[:n_avail, inputs].to(out.dtype)  # [u, i]
-    return torch.einsum("ubpd,ui->ibpd", out - abl, m) + abl.sum(0)
+    return torch.einsum("ubpd,ui->ibpd", out - abl, m) + (abl.sum(0) if ablation_sum is None else ablation_sum)
 
 
 def patched_forward(w: GPT2Weights, graph: Graph, tokens: Tensor, ablation: Tensor,

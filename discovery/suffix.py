@@ -22,7 +22,15 @@ import torch
 from torch import Tensor
 
 from discovery.graph import Graph
-from discovery.patching import GPT2Weights, free_bias, heads_forward, mlp_forward, project_qkv, unembed
+from discovery.patching import (
+    GPT2Weights,
+    free_bias,
+    heads_forward,
+    mlp_forward,
+    node_inputs,
+    project_qkv,
+    unembed,
+)
 
 
 class SuffixContext:
@@ -38,8 +46,7 @@ class SuffixContext:
         """Inputs ``ks`` (same senders) of the circuit ``mask`` ``[len(ks), B, P, D]``, bias
         excluded: kept edges carry ``outputs``, removed ones the ablation."""
         n = self.graph.n_avail[ks[0]]
-        m = mask[:n, ks].to(outputs.dtype)
-        return torch.einsum("ubpd,ui->ibpd", outputs[:n] - self.ablation[:n], m) + self.sums[n]
+        return node_inputs(outputs, self.ablation, mask, ks, n, ablation_sum=self.sums[n])
 
 
 def _at(x: Tensor, last: Tensor) -> Tensor:

@@ -13,7 +13,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from discovery.models import ModelLoadError, load_model, resolve_device, shipped_models
+from discovery.catalog import shipped_models
+from discovery.models import ModelLoadError, load_model, resolve_device
 from discovery.zoo.corpus import vocabulary
 from discovery.zoo.language import build_tokenizer, save_tokenizer
 

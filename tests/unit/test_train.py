@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from discovery.models import shipped_models
+from discovery.catalog import shipped_models
 from discovery.zoo.card import CARD, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
