@@ -58,13 +58,20 @@ function filterQuery() {
   return params.toString();
 }
 
+let listRequests = 0; // only the latest list request may render: answers can arrive out of order
+
 async function loadList() {
   if (!localStorage.getItem(KEY)) return setStatus("Enter an API key to see the stored circuits.");
+  const mine = ++listRequests;
+  const query = filterQuery();
   try {
-    const page = await api(`/v1/circuits?${filterQuery()}`);
+    const page = await api(`/v1/circuits?${query}`);
+    if (mine !== listRequests) return;
     renderList(page);
+    $("#circuits tbody").dataset.query = query; // what the rows show (tests wait on it)
     setStatus(`${page.items.length} circuit(s) shown`);
   } catch (error) {
+    if (mine !== listRequests) return;
     $("#circuits tbody").replaceChildren();
     setStatus(`Could not list circuits (${error.message})`, true);
   }
