@@ -3,6 +3,7 @@ worker. Imports no torch: the catalog of models, tasks and methods is read witho
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -10,9 +11,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from discovery.catalog import ABLATIONS, METHODS, shipped_models
 from discovery.tasks import TASKS
 from discovery.tasks.base import METRICS, TaskData, TaskValidationError
-from discovery.tasks.custom import parse_custom_task
+from discovery.tasks.custom import custom_name, parse_custom_task
 
 Device = Literal["auto", "cpu", "cuda"]
+
+#: Seeds seed Python's, numpy's and torch's generators: numpy takes at most 32 bits.
+MAX_SEED = 2**32 - 1
+#: Largest threshold accepted: tau and attribution cut-offs are metric differences, far below this.
+MAX_THRESHOLD = 1e6
+#: Largest job spec, as compact JSON: room for a custom task of 2000 pairs of long prompts.
+MAX_SPEC_BYTES = 512_000
+#: Longest model or task name echoed back in an error message.
+_ECHO = 60
+
+
+def _echo(value: str) -> str:
+    """``value`` for an error message, cut short: a 100,000-character name is not repeated."""
+    return repr(value[:_ECHO] + ("..." if len(value) > _ECHO else ""))
 
 
 class JobSpec(BaseModel):
@@ -21,25 +36,38 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="a shipped model name (GET /v1/models)")
-    task: str | dict[str, Any] = Field(description="a built-in task name (GET /v1/tasks) or a custom task")
-    method: str = Field("acdc", description=f"one of {', '.join(METHODS)}")
-    threshold: float = Field(0.01, gt=0, description="ACDC's tau, or the attribution cut-off (> 0)")
+    model: str = Field(max_length=200, description="a shipped model name (GET /v1/models)")
+    task: str | dict[str, Any] = Field(description="a built-in task name (GET /v1/tasks) or a custom "
+                                       "task {name, metric, pairs, description?} (at most 2000 pairs)")
+    method: str = Field("acdc", max_length=40, description=f"one of {', '.join(METHODS)}")
+    threshold: float = Field(0.01, gt=0, le=MAX_THRESHOLD, allow_inf_nan=False,
+                             description="ACDC's tau, or the attribution cut-off (finite, > 0)")
     granularity: Literal["edges", "neurons"] = "edges"
     device: Device = "auto"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     n_prompts: int = Field(50, ge=1, le=2000, description="prompt pairs drawn for a built-in task")
-    metric: str | None = Field(None, description=f"one of {', '.join(METRICS)}; default per method")
-    ablation: str = Field("corrupt", description=f"one of {', '.join(ABLATIONS)}")
-    top_n: int | None = Field(None, ge=1, description="attribution methods: keep the n best edges")
+    metric: str | None = Field(None, max_length=40,
+                               description=f"one of {', '.join(METRICS)}; default per method")
+    ablation: str = Field("corrupt", max_length=40, description=f"one of {', '.join(ABLATIONS)}")
+    top_n: int | None = Field(None, ge=1, le=10_000_000,
+                              description="attribution methods: keep the n best edges")
     ig_steps: int = Field(5, ge=1, le=200)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _small_enough(cls, data: Any) -> Any:
+        size = len(json.dumps(data, separators=(",", ":"), default=str)) if isinstance(data, dict) else 0
+        if size > MAX_SPEC_BYTES:
+            raise ValueError(f"the job spec is {size} bytes of JSON; at most {MAX_SPEC_BYTES} are "
+                             "accepted (a custom task of up to 2000 short pairs fits)")
+        return data
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
         models = shipped_models()
         if value not in models:
-            raise ValueError(f"unknown model {value!r}; use one of {', '.join(models)}")
+            raise ValueError(f"unknown model {_echo(value)}; use one of {', '.join(models)}")
         return value
 
     @field_validator("task")
@@ -47,7 +75,7 @@ class JobSpec(BaseModel):
     def _known_task(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
         if isinstance(value, str):
             if value not in TASKS:
-                raise ValueError(f"unknown task {value!r}; use one of {', '.join(TASKS)} or give a "
+                raise ValueError(f"unknown task {_echo(value)}; use one of {', '.join(TASKS)} or give a "
                                  "custom task object {name, metric, pairs}")
             return value
         try:
@@ -61,7 +89,7 @@ class JobSpec(BaseModel):
     def _one_of(cls, value: str | None, info: ValidationInfo) -> str | None:
         choices = {"method": METHODS, "metric": METRICS, "ablation": ABLATIONS}[info.field_name]
         if value is not None and value not in choices:
-            raise ValueError(f"unknown {info.field_name} {value!r}; use one of {', '.join(choices)}")
+            raise ValueError(f"unknown {info.field_name} {_echo(value)}; use one of {', '.join(choices)}")
         return value
 
     @model_validator(mode="after")
@@ -72,7 +100,8 @@ class JobSpec(BaseModel):
 
     @property
     def task_name(self) -> str:
-        return self.task if isinstance(self.task, str) else str(self.task.get("name", "custom"))
+        """The built-in task's name, or ``custom:<name>`` for a custom task (its own namespace)."""
+        return self.task if isinstance(self.task, str) else custom_name(self.task.get("name"))
 
     def custom_task(self) -> TaskData | None:
         """The inline custom task's pairs, or None for a built-in task."""

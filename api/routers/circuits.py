@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import tempfile
 import threading
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel
 
 from api.deps import ResourcesDep
@@ -57,17 +57,29 @@ class CircuitPage(BaseModel):
     next_offset: int | None
 
 
+#: Longest name, id or filter value a route takes; longer ones are a client's mistake (422).
+MAX_NAME = 200
+#: Longest comma-separated list in a query string: URLs stay far below the HTTP server's line limit
+#: (16 KB, as percent-encoded UTF-8 can take 12 bytes a character).
+MAX_LIST = 1000
+#: Deepest page: past this, filter instead of paging (Neo4j's SKIP takes 64-bit integers only).
+MAX_OFFSET = 1_000_000
+Name = Annotated[str, Query(min_length=1, max_length=MAX_NAME)]
+Faithfulness = Annotated[float, Query(allow_inf_nan=False, ge=-1e9, le=1e9)]
+CircuitId = Annotated[str, Path(min_length=1, max_length=MAX_NAME, description="a stored circuit's id")]
+
+
 @router.get("", response_model=CircuitPage)
 def list_(
     res: ResourcesDep,
     caller: ReadCaller,
-    model: str | None = None,
-    task: str | None = None,
-    method: str | None = None,
-    min_faithfulness: float | None = None,
-    max_faithfulness: float | None = None,
+    model: Name | None = None,
+    task: Name | None = None,
+    method: Name | None = None,
+    min_faithfulness: Faithfulness | None = None,
+    max_faithfulness: Faithfulness | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> CircuitPage:
     """Stored circuits matching every filter given, newest first, one page at a time."""
     rows = list_circuits(res.neo4j, database=res.settings.neo4j_database, model=model, task=task,
@@ -93,7 +105,7 @@ _DRAWING = threading.Lock()
 def render(circuit: Circuit, fmt: str) -> bytes:
     """``circuit`` in export format ``fmt``, as bytes (via :func:`discovery.export.export`)."""
     with tempfile.TemporaryDirectory(prefix="atlas-export-") as tmp:
-        target = Path(tmp) / f"circuit.{fmt}"
+        target = FilePath(tmp) / f"circuit.{fmt}"
         if fmt in ("png", "svg"):
             with _DRAWING:
                 return export(circuit, fmt, target).read_bytes()
@@ -106,7 +118,7 @@ def render(circuit: Circuit, fmt: str) -> bytes:
     404: {"description": "No such circuit"},
 })
 def get(
-    circuit_id: str,
+    circuit_id: CircuitId,
     res: ResourcesDep,
     caller: ReadCaller,
     format: Annotated[ExportFormat, Query(description="json (default), graphml, dot, png, svg "
@@ -127,7 +139,7 @@ def get(
 
 @router.delete("/{circuit_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses={404: {"description": "No such circuit"}})
-def delete(circuit_id: str, res: ResourcesDep, caller: WriteCaller) -> Response:
+def delete(circuit_id: CircuitId, res: ResourcesDep, caller: WriteCaller) -> Response:
     """Delete the circuit; components other circuits use stay (needs a write key)."""
     if not delete_circuit(res.neo4j, circuit_id, database=res.settings.neo4j_database):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no circuit with id {circuit_id!r}")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
 from api.deps import ResourcesDep
-from api.routers.circuits import CircuitSummaryPublic
+from api.routers.circuits import MAX_LIST, MAX_NAME, CircuitSummaryPublic
 from api.security import ReadCaller
 from graphstore.overlap import compare as overlap_of
 from graphstore.overlap import shared_components
@@ -65,6 +65,9 @@ class OverlapPublic(BaseModel):
 def parse_ids(text: str) -> list[str]:
     """Comma-separated circuit ids, without blanks and repeats, in order."""
     ids = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if any(len(i) > MAX_NAME for i in ids):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            detail=f"ids: a circuit id has at most {MAX_NAME} characters")
     if len(ids) < 2:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
                             detail=f"ids: give at least 2 distinct circuit ids, comma-separated "
@@ -82,7 +85,8 @@ def parse_ids(text: str) -> list[str]:
 def compare(
     res: ResourcesDep,
     caller: ReadCaller,
-    ids: Annotated[str, Query(description="two or more circuit ids, comma-separated")],
+    ids: Annotated[str, Query(max_length=MAX_LIST,
+                              description="two or more circuit ids, comma-separated")],
 ) -> OverlapPublic:
     """The overlap of the circuits named in ``ids`` (all of one model)."""
     wanted, db = parse_ids(ids), res.settings.neo4j_database

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel
 
 from api.deps import ResourcesDep
+from api.routers.circuits import MAX_LIST, MAX_NAME
 from api.security import ReadCaller
 from discovery.catalog import model_summary, shipped_models
 from graphstore.overlap import HUB_KINDS, hubs, overlap_matrix
 from graphstore.queries import KIND_LABELS
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+ModelName = Annotated[str, Path(min_length=1, max_length=MAX_NAME, description="a model id of stored circuits")]
 
 
 class ModelPublic(BaseModel):
@@ -74,11 +76,12 @@ def list_(caller: ReadCaller) -> list[ModelPublic]:
 @router.get("/{model}/overlap", response_model=OverlapMatrixPublic,
             responses={404: {"description": "No stored circuits of this model (and method)"}})
 def overlap(
-    model: str,
+    model: ModelName,
     res: ResourcesDep,
     caller: ReadCaller,
-    method: str | None = None,
-    tasks: Annotated[str | None, Query(description="only these tasks, comma-separated")] = None,
+    method: Annotated[str | None, Query(min_length=1, max_length=MAX_NAME)] = None,
+    tasks: Annotated[str | None, Query(max_length=MAX_LIST,
+                                       description="only these tasks, comma-separated")] = None,
 ) -> OverlapMatrixPublic:
     """Pairwise overlap of the newest circuit per task of ``model`` (of ``method``, if given)."""
     try:
@@ -95,10 +98,10 @@ def overlap(
 
 @router.get("/{model}/hubs", response_model=list[HubPublic])
 def hubs_(
-    model: str,
+    model: ModelName,
     res: ResourcesDep,
     caller: ReadCaller,
-    kinds: Annotated[str, Query(description=f"node kinds, comma-separated, of {', '.join(KIND_LABELS)}")]
+    kinds: Annotated[str, Query(max_length=MAX_NAME, description=f"node kinds, comma-separated, of {', '.join(KIND_LABELS)}")]
         = ",".join(HUB_KINDS),
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> list[HubPublic]:

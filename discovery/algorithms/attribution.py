@@ -26,6 +26,16 @@ def _stage_keys(problem: Problem) -> dict[tuple[int, int], list[int]]:
     return keys
 
 
+def gradient_metric(problem: Problem) -> str:
+    """The metric whose gradient ranks edges: the problem's, or the task's when that is KL, or the
+    answers' log-probability when the task itself is judged by KL (a custom task may be): KL to the
+    full model has zero gradient, and no graph, at the full model."""
+    for name in (problem.metric, problem.batch.data.metric):
+        if name != "kl":
+            return name
+    return "logprob"
+
+
 def input_gradients(problem: Problem, embed_mix: Tensor, steps: int) -> Tensor:
     """Mean gradient of the task metric at every input ``[I, B, P, D]``, the model run on the
     ``steps`` embeddings ``embed_mix`` ``[steps * B, P, D]`` (all edges kept).
@@ -43,7 +53,7 @@ def input_gradients(problem: Problem, embed_mix: Tensor, steps: int) -> Tensor:
     with torch.enable_grad():
         run = forward_from(problem.weights, graph, tokens, problem.ablation.repeat(1, steps, 1, 1),
                            every, start=(0, 0), outputs=outputs, deltas=deltas)
-        task_metric = problem.batch.data.metric if problem.metric == "kl" else problem.metric
+        task_metric = gradient_metric(problem)
         final = run.logits[torch.arange(steps * b, device=run.logits.device),
                            problem.batch.last.repeat(steps)]
         value = METRICS[task_metric](final, problem.batch.answers.repeat(steps, 1),
