@@ -22,4 +22,6 @@ RUN uv pip install --system --no-cache --no-deps .
 RUN useradd --create-home atlas
 USER atlas
 EXPOSE 8000
+# No API keys are baked in: the API binds 0.0.0.0 here and refuses to start with the development
+# keys, so give your own at run time: docker run -e ATLAS_API_KEYS=KEY:admin,KEY2:read ...
 CMD ["circuits", "api", "--host", "0.0.0.0", "--port", "8000"]

@@ -4,8 +4,9 @@
 - a request that fails validation: 422 with FastAPI's list of errors, each naming its field in
   ``loc``; a body that is not JSON at all: 400 with one message saying where parsing stopped;
 - a user's Cypher that cannot run (:class:`graphstore.readonly.CypherError`): 400, or 503 when
-  Neo4j is unreachable, with the problem's ``kind`` next to the message;
-- Neo4j down mid-request: 503 naming the server;
+  Neo4j is unreachable or every query slot is taken (``busy``, with ``Retry-After``), with the
+  problem's ``kind`` next to the message;
+- Neo4j down mid-request: 503 naming the server; Redis (job records, broker) down: 503 naming it;
 - anything unexpected: 500 with a short message and an id to find the traceback in the server's
   log; the traceback itself never leaves the server.
 """
@@ -18,14 +19,19 @@ import uuid
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from neo4j.exceptions import ServiceUnavailable, SessionExpired
+from kombu.exceptions import OperationalError as BrokerUnreachable
+from neo4j.exceptions import ConnectionAcquisitionTimeoutError, ServiceUnavailable, SessionExpired
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from graphstore.readonly import CypherError
 
 log = logging.getLogger("api.errors")
 
 #: HTTP status of each :class:`CypherError` kind; every other kind is the caller's mistake (400).
-CYPHER_STATUS: dict[str, int] = {"unavailable": status.HTTP_503_SERVICE_UNAVAILABLE}
+#: ``busy``: every query slot is taken (``ATLAS_CYPHER_MAX_CONCURRENT``), a retry soon may pass.
+CYPHER_STATUS: dict[str, int] = {"unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
+                                 "busy": status.HTTP_503_SERVICE_UNAVAILABLE}
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -58,7 +64,9 @@ def _brief(error: dict) -> dict:
 
 async def _cypher(request: Request, exc: CypherError) -> JSONResponse:
     code = CYPHER_STATUS.get(exc.kind, status.HTTP_400_BAD_REQUEST)
-    return JSONResponse(status_code=code, content={"detail": exc.message, "kind": exc.kind})
+    headers = {"Retry-After": "2"} if exc.kind == "busy" else None
+    return JSONResponse(status_code=code, content={"detail": exc.message, "kind": exc.kind},
+                        headers=headers)
 
 
 async def _neo4j_down(request: Request, exc: Exception) -> JSONResponse:
@@ -66,6 +74,13 @@ async def _neo4j_down(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, content={
         "detail": f"the circuit store (Neo4j at {settings.neo4j_host}:{settings.neo4j_port}) is not "
                   "reachable; try again later, or see GET /health"})
+
+
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    """Redis (job records, the broker) unreachable: 503 naming it, never a 500."""
+    return JSONResponse(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, content={
+        "detail": "the job queue (Redis) is not reachable; try again in a few seconds, or see GET /health",
+        "kind": "unavailable"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -81,4 +96,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(CypherError, _cypher)
     app.add_exception_handler(ServiceUnavailable, _neo4j_down)
     app.add_exception_handler(SessionExpired, _neo4j_down)
+    app.add_exception_handler(ConnectionAcquisitionTimeoutError, _neo4j_down)
+    for outage in (RedisConnectionError, RedisTimeoutError, BrokerUnreachable):
+        app.add_exception_handler(outage, _redis_down)
     app.add_exception_handler(Exception, _unexpected)

@@ -4,6 +4,12 @@ many were accepted and finished, submission latency, and throughput. Needs the l
 (`circuits services up`).
 
     python bench/service.py [--jobs 50] [--workers 1]
+    python bench/service.py --soak [--jobs 40]
+
+``--soak`` runs on scratch servers of its own instead (a Redis and a Neo4j on free ports in a
+temporary folder, never the shared ones): N jobs are submitted at a steady pace while Redis and then
+Neo4j are restarted once each, and it prints jobs accepted, finished, duplicated (attempts > 1, or
+more than one Circuit with the job's id) and lost, with each restart's time and downtime.
 """
 
 from __future__ import annotations
@@ -48,11 +54,150 @@ def submit_all(url: str, n: int) -> tuple[list[str], list[float]]:
     return ids, latency
 
 
+# -- the soak: jobs through a Redis restart and a Neo4j restart --------------------------------
+SOAK_PASSWORD = "soak-bench-pass"
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class Restarts:
+    """Restart each scratch server once, recording when (seconds from the soak's start) and how
+    long it was down (stop begun to answering again)."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0, self.rows = t0, []
+
+    def restart(self, name: str, server, pause_s: float) -> None:  # noqa: ANN001 - RedisLocal | Neo4jLocal
+        down = time.monotonic()
+        server.down()
+        time.sleep(pause_s)
+        server.up()
+        self.rows.append((name, down - self.t0, time.monotonic() - down))
+
+
+def _soak_submit(url: str, n: int, pace_s: float, ids: list, refused: list) -> None:
+    """Submit ``n`` jobs one every ``pace_s``; a 503 (an outage) is retried after half a second."""
+    with httpx.Client(base_url=url, headers=HEADERS, timeout=60) as client:
+        for i in range(n):
+            body = {"model": "multitask", "task": TASKS[i % 5], "method": "eap", "top_n": 20,
+                    "n_prompts": 8, "seed": i}
+            for _ in range(240):
+                try:
+                    response = client.post("/v1/jobs", json=body)
+                except httpx.TransportError:
+                    response = None
+                if response is not None and response.status_code == 202:
+                    ids.append(response.json()["id"])
+                    break
+                refused.append(response.status_code if response is not None else "no answer")
+                time.sleep(0.5)
+            time.sleep(pace_s)
+
+
+def _soak_collect(url: str, ids: list[str], deadline: float) -> dict[str, dict]:
+    """Each job's last record, polled until all are finished or ``deadline`` passes."""
+    jobs: dict[str, dict] = {}
+    with httpx.Client(base_url=url, headers=HEADERS, timeout=30) as client:
+        while time.monotonic() < deadline and len([j for j in jobs.values() if j["state"] in TERMINAL]) < len(ids):
+            for job_id in ids:
+                if jobs.get(job_id, {}).get("state") not in TERMINAL:
+                    try:
+                        response = client.get(f"/v1/jobs/{job_id}")
+                    except httpx.TransportError:
+                        continue
+                    if response.status_code == 200:
+                        jobs[job_id] = response.json()
+            time.sleep(1)
+    return jobs
+
+
+def _circuit_counts(neo, ids: list[str]) -> dict[str, int]:  # noqa: ANN001 - Neo4jLocal
+    from neo4j import GraphDatabase
+
+    with GraphDatabase.driver(neo.uri(), auth=("neo4j", SOAK_PASSWORD)) as driver:
+        records, _, _ = driver.execute_query(
+            "MATCH (c:Circuit) WHERE c.id IN $ids RETURN c.id AS id, count(*) AS n", ids=ids)
+    return {r["id"]: r["n"] for r in records}
+
+
+def soak(n: int, pace_s: float, redis_pause_s: float, neo4j_pause_s: float) -> None:
+    """Run the soak on scratch servers and print its two tables."""
+    from api.ops.neo4j_local import Neo4jLocal
+    from api.ops.redis_local import RedisLocal
+    from tests.conftest import free_port
+
+    with tempfile.TemporaryDirectory(prefix="atlas-soak-") as tmp:
+        home = Path(tmp)
+        rds = RedisLocal(home=home / "redis", port=free_port())
+        neo = Neo4jLocal(home=home / "neo4j", password=SOAK_PASSWORD, port=free_port(), heap="256m",
+                         pagecache="32m")
+        rds.up()
+        neo.up()
+        env = {"ATLAS_REDIS_URL": rds.url(), "ATLAS_NEO4J_URI": neo.uri(), "ATLAS_NEO4J_PASSWORD": SOAK_PASSWORD,
+               "ATLAS_MAX_QUEUED_PER_KEY": str(n), "ATLAS_JOB_STALE_S": "5", "OMP_NUM_THREADS": "1"}
+        api = ApiServer(home, env)
+        worker = spawn([sys.executable, "-m", "api.cli", "worker"], home / "worker.log", env=env, cwd=ROOT)
+        try:
+            time.sleep(8)  # the worker boots
+            t0 = time.monotonic()
+            ids, refused, restarts = [], [], Restarts(t0)
+            submitter = threading.Thread(target=_soak_submit, args=(api.url, n, pace_s, ids, refused))
+            submitter.start()
+            while len(ids) < n // 3 and submitter.is_alive():
+                time.sleep(0.2)
+            restarts.restart("redis", rds, redis_pause_s)  # longer than the stale period (5 s)
+            while len(ids) < 2 * n // 3 and submitter.is_alive():
+                time.sleep(0.2)
+            restarts.restart("neo4j", neo, neo4j_pause_s)
+            submitter.join()
+            jobs = _soak_collect(api.url, ids, time.monotonic() + 600)
+            wall = time.monotonic() - t0
+            counts = _circuit_counts(neo, ids)
+            log = (home / "worker.log").read_text(errors="replace")
+        finally:
+            stop_group(worker)
+            api.stop()
+            neo.down()
+            rds.down()
+    _soak_report(n, ids, refused, jobs, counts, restarts, wall, log)
+
+
+def _soak_report(n, ids, refused, jobs, counts, restarts, wall, log) -> None:  # noqa: ANN001
+    done = [j for j in jobs.values() if j["state"] in TERMINAL]
+    ok = [j for j in done if j["state"] == "succeeded"]
+    duplicated = [j["id"] for j in done if j["attempts"] > 1 or counts.get(j["id"], 0) > 1]
+    lost = [i for i in ids if jobs.get(i, {}).get("state") not in TERMINAL]
+    missing = [j["id"] for j in ok if counts.get(j["id"], 0) != 1]
+    print("| jobs submitted | accepted | 503s retried | finished | succeeded | failed | duplicated | lost | "
+          "succeeded without its circuit | wall s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {n} | {len(ids)} | {len(refused)} | {len(done)} | {len(ok)} | {len(done) - len(ok)} | "
+          f"{len(duplicated)} | {len(lost)} | {len(missing)} | {wall:.1f} |")
+    print()
+    print("| restart | at s | down s |")
+    print("| --- | --- | --- |")
+    for name, at, down in restarts.rows:
+        print(f"| {name} | {at:.1f} | {down:.1f} |")
+    print()
+    print(f"worker log: {log.count('Redis unreachable; heartbeat retrying')} heartbeat outages survived, "
+          f"{log.count('Neo4j unreachable')} store retries, {log.count('re-queued job')} re-queued, "
+          f"{log.count('re-sent job')} re-sent")
+    for job_id in duplicated + lost + missing:
+        print("problem:", jobs.get(job_id, {"id": job_id}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--soak", action="store_true",
+                        help="scratch Redis and Neo4j, each restarted once while the jobs run")
+    parser.add_argument("--pace", type=float, default=0.5, help="soak: seconds between submissions")
+    parser.add_argument("--redis-pause", type=float, default=6.0, help="soak: seconds Redis stays down")
+    parser.add_argument("--neo4j-pause", type=float, default=5.0, help="soak: seconds Neo4j stays down")
     args = parser.parse_args()
+    if args.soak:
+        soak(args.jobs, args.pace, args.redis_pause, args.neo4j_pause)
+        return
     url = get_settings().redis_url.rsplit("/", 1)[0] + "/6"
     redis.Redis.from_url(url).flushdb()
     env = {"ATLAS_REDIS_URL": url, "ATLAS_MAX_QUEUED_PER_KEY": str(args.jobs)}

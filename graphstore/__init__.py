@@ -7,5 +7,7 @@ argument; all Cypher lives in :mod:`graphstore.queries` and the schema is descri
 - :mod:`graphstore.store`: write (one transaction per circuit), read, list, delete;
 - :mod:`graphstore.overlap`: shared components, overlap of circuits, task x task matrix, hubs;
 - :mod:`graphstore.readonly`: users' own Cypher, read-only, with a timeout and a row cap;
+- :mod:`graphstore.sandbox`: the same in a child process (:mod:`graphstore.sandbox_child`), as
+  the query user of :mod:`graphstore.reader`, with a hard deadline and a byte cap;
 - :mod:`graphstore.nxgraph`: a stored circuit as a networkx graph.
 """

@@ -20,6 +20,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Queues the Celery workers consume. Jobs are routed by device: ``cpu`` or ``gpu``.
 QUEUES: tuple[str, ...] = ("cpu", "gpu")
+#: What each scope of an ``ATLAS_API_KEYS`` entry grants: admin implies write, write implies read.
+SCOPES: dict[str, frozenset[str]] = {
+    "read": frozenset({"read"}),
+    "write": frozenset({"read", "write"}),
+    "admin": frozenset({"read", "write", "admin"}),
+}
+#: The development keys of the default ``ATLAS_API_KEYS``: published in the README, so never safe
+#: on an address other machines can reach.
+DEV_API_KEYS: frozenset[str] = frozenset({"atlas-dev-write", "atlas-dev-read"})
 
 
 class Settings(BaseSettings):
@@ -46,11 +55,47 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Server-side timeout of a user's read-only Cypher query."
     )
     cypher_row_cap: int = Field(1000, ge=1, description="Most rows a user's Cypher query returns.")
+    # Bounded user Cypher (issue 10): each query runs as its own Neo4j user in a child process
+    # with a hard deadline, a byte cap and a memory cap; a few run at once (graphstore.sandbox).
+    cypher_byte_cap: int = Field(
+        4_000_000, ge=1024, le=256_000_000,
+        description="Most bytes of rows (as JSON) a user's Cypher query returns; more is truncated.",
+    )
+    cypher_grace_s: float = Field(
+        2.0, gt=0, le=60, description="How long past ATLAS_CYPHER_TIMEOUT_S the API waits for a "
+        "query before it kills it (also the longest wait for a free query slot).",
+    )
+    cypher_max_concurrent: int = Field(
+        2, ge=1, le=64, description="User Cypher queries run at once per API process; more get 503.",
+    )
+    cypher_child_memory_mb: int = Field(
+        512, ge=128, le=65_536, description="Address-space cap of the process running one query.",
+    )
+    cypher_hold_max_s: float = Field(
+        300.0, ge=0, le=86_400, description="How long a killed query that the server still runs "
+        "keeps its slot taken (an expression Neo4j does not interrupt).",
+    )
+    cypher_user: str = Field(
+        "atlas_reader", min_length=1, max_length=64,
+        description="Neo4j user that users' Cypher runs as; created from the admin connection "
+        "(Enterprise/Aura: granted only the reader role).",
+    )
+    cypher_password: SecretStr = Field(
+        SecretStr("circuit-atlas-reader-dev"), description="Password of ATLAS_CYPHER_USER; set "
+        "on that user when it does not log in with it.",
+    )
 
     api_keys: SecretStr = Field(
         SecretStr("atlas-dev-write:write,atlas-dev-read:read"),
         description="API keys the server accepts, as comma-separated key:scope pairs; scope is read "
-        "(GET, Cypher) or write (also submit, cancel, delete). Change them outside a laptop.",
+        "(GET, Cypher), write (also submit, cancel, delete) or admin (also every key's jobs). The "
+        "API refuses to listen beyond loopback while these are the development keys.",
+    )
+    auth_fail_limit: int = Field(
+        10, ge=1, description="Failed-key attempts one client address may make per window before 429."
+    )
+    auth_fail_window_s: float = Field(
+        60.0, gt=0, le=86_400, description="Window of ATLAS_AUTH_FAIL_LIMIT, in seconds."
     )
     api_key: SecretStr = Field(
         SecretStr("atlas-dev-write"), description="Key the CLI sends in X-API-Key."
@@ -66,12 +111,36 @@ class Settings(BaseSettings):
     job_stale_s: float = Field(
         20.0, gt=0, description="A running job whose heartbeat is older than this is re-queued."
     )
+    # Jobs surviving outages (issue 10): how long each side waits on an unreachable service, how
+    # long a worker keeps retrying the store, and when the sweep re-sends a lost queued job.
+    store_retry_s: float = Field(
+        120.0, ge=0, le=86_400, description="How long a worker retries storing a circuit while Neo4j "
+        "is unreachable before the job fails (nothing is stored then)."
+    )
+    neo4j_timeout_s: float = Field(
+        3.0, gt=0, le=300, description="Connect, connection-pool and transaction-retry limits of the "
+        "API's and workers' Neo4j drivers: how long one call waits on an unreachable Neo4j."
+    )
+    redis_timeout_s: float = Field(
+        3.0, gt=0, le=300, description="Socket timeouts of job-record calls to Redis (API, workers)."
+    )
+    job_resend_s: float = Field(
+        60.0, gt=0, le=86_400, description="A queued job whose broker message is gone (neither queued "
+        "nor delivered) is sent again by the sweep once it was sent this long ago."
+    )
 
     local_dir: Path = Field(Path(".local"), description="Data, logs and pids of local services.")
     neo4j_heap: str = Field("512m", description="JVM heap of the local Neo4j (small machine).")
     neo4j_pagecache: str = Field("128m", description="Page cache of the local Neo4j.")
     neo4j_start_timeout_s: float = Field(
         300.0, gt=0, description="How long `services up` waits for Neo4j's Bolt to answer."
+    )
+    supervisor_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="How often the services supervisor checks each local service."
+    )
+    supervisor_fail_checks: int = Field(
+        6, ge=1, description="Failed checks in a row (pid alive, not answering) before a restart; "
+        "generous, so a server slowed by a busy machine is not restarted under running work."
     )
 
     @field_validator("neo4j_uri")
@@ -118,14 +187,20 @@ class Settings(BaseSettings):
 
     @property
     def key_scopes(self) -> dict[str, frozenset[str]]:
-        """``api_keys`` parsed: key -> scopes (write implies read)."""
+        """``api_keys`` parsed: key -> scopes (admin implies write, write implies read)."""
         keys: dict[str, frozenset[str]] = {}
         for item in self.api_keys.get_secret_value().split(","):
             key, _, scope = item.strip().partition(":")
-            if not key or scope not in ("read", "write"):
-                raise ValueError("ATLAS_API_KEYS must be comma-separated key:read or key:write pairs")
-            keys[key] = frozenset({"read", "write"} if scope == "write" else {"read"})
+            if not key or scope not in SCOPES:
+                raise ValueError("ATLAS_API_KEYS must be comma-separated key:read, key:write or "
+                                 "key:admin pairs")
+            keys[key] = SCOPES[scope]
         return keys
+
+    @property
+    def uses_dev_keys(self) -> bool:
+        """True when the API would accept one of the published development keys."""
+        return bool(DEV_API_KEYS & set(self.key_scopes))
 
     @property
     def base_url(self) -> str:

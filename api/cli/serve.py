@@ -20,11 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_api(args: argparse.Namespace) -> int:
+    """Serve until interrupted; refuses (one line, exit 1) to listen beyond loopback with the
+    development keys, before uvicorn binds anything."""
     import uvicorn
 
+    from api.security import check_keys_for_bind  # the app's imports, only when serving
+
     settings = get_settings()
-    uvicorn.run("api.main:create_app", factory=True, host=args.host or settings.api_host,
-                port=args.port or settings.api_port)
+    host = args.host or settings.api_host
+    check_keys_for_bind(settings, host)
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=args.port or settings.api_port)
     return 0
 
 

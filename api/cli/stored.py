@@ -286,23 +286,27 @@ def _params(pairs: list[str]) -> dict[str, Any]:
 
 
 def run_cypher(args: argparse.Namespace) -> int:
-    from graphstore.readonly import CypherError, run_readonly
+    """The query as the API runs it: as the query user, in a child process, with the timeout
+    enforced on both sides and the row and byte caps (:class:`graphstore.sandbox.CypherRunner`)."""
+    from api.routers.cypher import cypher_runner
+    from graphstore.readonly import CypherError
 
     params = _params(args.param)
     with _store() as (driver, settings):
-        timeout = settings.cypher_timeout_s if args.timeout is None else args.timeout
-        cap = settings.cypher_row_cap if args.limit is None else args.limit
         try:
-            result = run_readonly(driver, args.query, params, database=settings.neo4j_database,
-                                  timeout_s=timeout, row_cap=cap)
+            runner = cypher_runner(settings, driver)
+            raw = runner.run(args.query, params, timeout_s=args.timeout, row_cap=args.limit)
         except CypherError as exc:
             if exc.kind == "parameter":
                 raise ValueError(f"{exc.message}; e.g. --param NAME=VALUE") from None
             raise
+    result = raw.decoded()
     if args.json:
         _dump({"columns": result.columns, "rows": result.rows, "truncated": result.truncated})
         return 0
     print(table(result.columns, result.rows, digits=6))
-    more = "; more rows were left out (raise --limit or narrow the query)" if result.truncated else ""
+    more = {"rows": "; more rows were left out (raise --limit or narrow the query)",
+            "bytes": "; more rows were left out at the byte cap (ATLAS_CYPHER_BYTE_CAP): "
+                     "return fewer or smaller values"}.get(raw.truncated_by, "")
     print(f"({len(result.rows)} row{'s' * (len(result.rows) != 1)}{more})")
     return 0

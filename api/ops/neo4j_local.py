@@ -35,7 +35,9 @@ JVM_FLAGS = [
     "-XX:+UnlockExperimentalVMOptions",
     "-XX:+TrustFinalNonStaticFields",
     "-XX:+DisableExplicitGC",
-    "-XX:+ExitOnOutOfMemoryError",
+    # No -XX:+ExitOnOutOfMemoryError (Neo4j's own launcher does not pass it either): a user's read
+    # that builds a huge value outside the memory pools (a list comprehension over a huge range)
+    # must fail as Neo.TransientError.General.OutOfMemoryError, not take the server down.
     "-Djdk.nio.maxCachedBufferSize=1024",
     "-Dio.netty.tryReflectionSetAccessible=true",
     "-Djdk.tls.ephemeralDHKeySize=2048",
@@ -49,6 +51,29 @@ JVM_FLAGS = [
     "--add-opens=java.base/java.util.concurrent=ALL-UNNAMED",
     "--add-opens=java.base/java.net=ALL-UNNAMED",
 ]
+
+
+def mebibytes(size: str) -> int:
+    """A JVM-style size (``512m``, ``1g``, ``2048k``, bytes) in MiB."""
+    text = size.strip().lower()
+    scale = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}.get(text[-1:])
+    try:
+        return int(float(text[:-1]) * scale) if scale else int(text) // 2**20
+    except ValueError:
+        raise ServiceError(f"Neo4j heap size {size!r} is not a size such as 512m or 2g "
+                           "(ATLAS_NEO4J_HEAP)") from None
+
+
+def transaction_memory(heap: str) -> tuple[int, int]:
+    """(per transaction, all transactions) memory limits in MiB for a heap of ``heap``.
+
+    Per transaction: a quarter of the heap, but at least 256 MiB (capped at half the heap): the
+    largest write we make, rewriting a GPT-2-small circuit of 32,491 edges in one transaction,
+    peaks at ~155 MiB of tracked memory. All transactions together: 70% of the heap, leaving the
+    rest to the server itself. A query past either limit fails with
+    ``MemoryPoolOutOfMemoryError``; the server stays up."""
+    heap_mib = mebibytes(heap)
+    return min(heap_mib // 2, max(256, heap_mib // 4)), heap_mib * 7 // 10
 
 
 @dataclass(frozen=True)
@@ -99,6 +124,10 @@ class Neo4jLocal:
         )
 
     def write_config(self) -> Path:
+        """``conf/neo4j.conf`` from these settings. Memory of queries is bounded by Neo4j itself
+        (:func:`transaction_memory`), so one read cannot exhaust the heap through the memory
+        pools; ``db.transaction.timeout`` (the 5.x name) bounds transactions that set none."""
+        per_tx, total = transaction_memory(self.heap)
         conf = self.home / "conf"
         conf.mkdir(parents=True, exist_ok=True)
         for sub in ("data", "logs", "run", "plugins", "import"):
@@ -115,7 +144,9 @@ class Neo4jLocal:
             f"server.memory.heap.max_size={self.heap}\n"
             f"server.memory.pagecache.size={self.pagecache}\n"
             "db.tx_log.rotation.retention_policy=2 files\n"
-            "dbms.transaction.timeout=120s\n"
+            "db.transaction.timeout=120s\n"
+            f"db.memory.transaction.max={per_tx}m\n"
+            f"dbms.memory.transaction.total.max={total}m\n"
         )
         return conf
 

@@ -3,21 +3,32 @@
 A job is recorded in Redis (:class:`workers.jobs.JobStore`) before its task is sent to Celery by
 name (the API never imports torch). The record, not Celery's result, is what clients read: it
 carries the state, the progress and ETA, the error and the circuit id.
+
+A key sees and cancels its own jobs; a key with the admin scope sees and cancels all of them. Any
+other key's job answers 404, as if it did not exist. With Redis unreachable every route answers
+503 with a JSON ``detail`` within ``ATLAS_REDIS_TIMEOUT_S`` or so (``api.errors``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+import redis
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel
 
 from api.deps import ResourcesDep
-from api.security import ReadCaller, WriteCaller
+from api.openapi import Problem
+from api.routers.circuits import MAX_OFFSET
+from api.security import Caller, ReadCaller, WriteCaller
 from workers.app import DISCOVER_TASK
 from workers.jobspec import JobSpec
+
+log = logging.getLogger(__name__)
+JobId = Annotated[str, Path(min_length=1, max_length=100, description="a job's id")]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -69,11 +80,28 @@ def _public(record: dict[str, str]) -> JobPublic:
     )
 
 
-def _record(res: ResourcesDep, job_id: str) -> dict[str, str]:
+def _record(res: ResourcesDep, job_id: str, caller: Caller) -> dict[str, str]:
+    """The job's record, if ``caller`` may see it (its own job, or an admin key); else 404."""
     record = res.jobs.get(job_id)
-    if record is None:
+    if record is None or not (record.get("key_id") == caller.key_id or "admin" in caller.scopes):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with id {job_id!r}")
     return record
+
+
+def _send(res: ResourcesDep, job_id: str, queue: str) -> None:
+    """Send the job's message; when that fails (Redis went away just after the record was
+    written), mark the job failed so it never runs behind the client's back, then re-raise (503).
+    Should the mark fail too, the job stays queued and the workers' sweep sends it later."""
+    try:
+        result = res.celery.send_task(DISCOVER_TASK, args=[job_id], queue=queue)
+    except Exception:
+        try:
+            res.jobs.finish(job_id, "", "failed", stage="failed",
+                            error="not queued: the job queue (Redis) became unreachable; submit it again")
+        except redis.RedisError:
+            log.warning("job %s recorded but not sent; the sweep will send it", job_id)
+        raise
+    res.jobs.set_task(job_id, result.id)
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
@@ -87,34 +115,40 @@ def submit(spec: JobSpec, res: ResourcesDep, caller: WriteCaller) -> JobPublic:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                             detail=f"this API key already has {cap} jobs queued or running; wait for "
                                    "some to finish or cancel them (ATLAS_MAX_QUEUED_PER_KEY)")
-    result = res.celery.send_task(DISCOVER_TASK, args=[job_id], queue=queue)
-    res.jobs.set_task(job_id, result.id)
-    return _public(_record(res, job_id))
+    _send(res, job_id, queue)
+    return _public(_record(res, job_id, caller))
 
 
 @router.get("", response_model=JobPage)
-def list_jobs(res: ResourcesDep, _: ReadCaller, offset: int = Query(0, ge=0),
+def list_jobs(res: ResourcesDep, caller: ReadCaller, offset: int = Query(0, ge=0, le=MAX_OFFSET),
               limit: int = Query(20, ge=1, le=200)) -> JobPage:
-    """Jobs, newest first."""
-    total, records = res.jobs.page(offset=offset, limit=limit)
+    """This key's jobs (every key's for an admin key), newest first."""
+    key = None if "admin" in caller.scopes else caller.key_id
+    total, records = res.jobs.page(offset=offset, limit=limit, key_id=key)
     return JobPage(total=total, offset=offset, limit=limit, jobs=[_public(r) for r in records])
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get(job_id: str, res: ResourcesDep, _: ReadCaller) -> JobPublic:
-    return _public(_record(res, job_id))
+def get(job_id: JobId, res: ResourcesDep, caller: ReadCaller) -> JobPublic:
+    """One job of this key (of any key, for an admin key)."""
+    return _public(_record(res, job_id, caller))
 
 
-@router.delete("/{job_id}", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED)
-def cancel(job_id: str, res: ResourcesDep, _: WriteCaller) -> JobPublic:
+@router.delete("/{job_id}", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED,
+               responses={409: {"model": Problem, "description": "The job already finished"}})
+def cancel(job_id: JobId, res: ResourcesDep, caller: WriteCaller) -> JobPublic:
     """Cancel: a queued job ends at once; a running one stops within seconds (its state turns
     ``cancelled`` then; ``cancel_requested`` is true meanwhile). 409 for a finished job."""
+    _record(res, job_id, caller)  # 404 unless the caller may see it
     outcome = res.jobs.cancel(job_id)
     if outcome == "missing":
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with id {job_id!r}")
-    record = _record(res, job_id)
+    record = _record(res, job_id, caller)
     if outcome not in ("stopped", "cancelling"):
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job {job_id} already {outcome}; nothing to cancel")
     if outcome == "stopped" and record.get("task_id"):
-        res.celery.control.revoke(record["task_id"])  # workers drop the message unseen
+        try:
+            res.celery.control.revoke(record["task_id"])  # workers drop the message unseen
+        except Exception:  # noqa: BLE001 - the claim skips a cancelled job anyway; revoke only saves work
+            log.warning("could not revoke the message of cancelled job %s", job_id)
     return _public(record)

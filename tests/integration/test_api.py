@@ -7,6 +7,8 @@ import time
 from api.ops.redis_local import RedisLocal
 from tests.conftest import free_port
 
+KEY = {"X-API-Key": "atlas-dev-read"}
+
 
 def test_health_ok_with_both_services(api_server):
     with api_server().client() as client:
@@ -24,7 +26,7 @@ def test_health_503_when_redis_goes_down(api_server, tmp_path, reaper):
         with api_server({"ATLAS_REDIS_URL": redis.url()}).client() as client:
             assert client.get("/health").status_code == 200
             redis.down()
-            response = client.get("/health")
+            response = client.get("/health", headers=KEY)  # the reasons are for key holders only
     finally:
         redis.down()
     assert response.status_code == 503
@@ -38,7 +40,7 @@ def test_health_503_when_neo4j_unreachable(api_server):
     dead = free_port()
     with api_server({"ATLAS_NEO4J_URI": f"bolt://127.0.0.1:{dead}"}).client() as client:
         started = time.monotonic()
-        response = client.get("/health")
+        response = client.get("/health", headers=KEY)
         elapsed = time.monotonic() - started
     assert response.status_code == 503
     body = response.json()

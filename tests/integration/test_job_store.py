@@ -1,12 +1,16 @@
-"""The job record's state changes against the real Redis: claims, beats, cancels, races."""
+"""The job record's state changes against the real Redis: claims, beats, cancels, races, the
+per-key index, and the sweep's two checks (stale heartbeats, lost messages)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
-from workers.jobs import ACTIVE, JobStore, key_active
+from tests.conftest import free_port
+from workers.jobs import ACTIVE, UNACKED, JobStore, key_active
+from workers.sweep import Sweeper
 
 
 @pytest.fixture
@@ -72,3 +76,62 @@ def test_per_key_cap_counts_active_jobs_only(jobs):
     assert jobs.redis.scard(key_active("k")) == 2
     total, page = jobs.page(offset=0, limit=2)
     assert total == 3 and [r["id"] for r in page] == ["j2", "j1"]
+
+
+def test_times_are_redis_clock_and_a_beat_is_stale_only_after_since(jobs):
+    make(jobs)
+    assert abs(float(jobs.get("j1")["created_at"]) - jobs.now()) < 5
+    assert jobs.redis_started() < jobs.now()
+    jobs.claim("j1", "r1", stale_s=10)
+    time.sleep(0.35)
+    # Connectivity came back just now (since): the old beat proves nothing yet.
+    assert jobs.requeue_stale(0.25, since=jobs.now()) == []
+    assert jobs.claim("j1", "r2", stale_s=0.25, since=jobs.now()) == "busy"
+    assert [r["id"] for r in jobs.requeue_stale(0.25, since=0)] == ["j1"]
+
+
+def test_each_key_pages_its_own_jobs(jobs):
+    make(jobs, "a1", key="a")
+    make(jobs, "b1", key="b")
+    make(jobs, "a2", key="a")
+    total, page = jobs.page(offset=0, limit=10, key_id="a")
+    assert total == 2 and [r["id"] for r in page] == ["a2", "a1"]
+    assert jobs.page(offset=0, limit=10)[0] == 3  # everyone's, for an admin
+
+
+def _message(task_id: str, job_id: str) -> str:
+    """What kombu's Redis transport keeps for a Celery message (the fields we look at)."""
+    return json.dumps({"headers": {"id": task_id, "task": "atlas.discover", "argsrepr": f"['{job_id}']"},
+                       "body": "e30=", "properties": {"delivery_tag": task_id}})
+
+
+def test_lost_queued_jobs_are_found_once_and_waiting_ones_never(jobs):
+    for job_id in ("waiting", "delivered", "lost", "running"):
+        make(jobs, job_id)
+        jobs.set_task(job_id, f"task-{job_id}")
+    jobs.redis.lpush("cpu", _message("task-waiting", "waiting"))
+    jobs.redis.hset(UNACKED, "tag-1", json.dumps([_message("task-delivered", "delivered"), "", "cpu"]))
+    jobs.claim("running", "r1", stale_s=10)
+    assert jobs.lost_queued(0.3) == []  # all sent just now: within the grace period
+    time.sleep(0.4)
+    assert [r["id"] for r in jobs.lost_queued(0.3)] == ["lost"]
+    assert jobs.get("lost")["resent"] == "1"
+    assert jobs.lost_queued(0.3) == []  # sent_at moved on: not handed out twice
+
+
+def test_sweeper_distrusts_staleness_across_its_own_outage(jobs, settings):
+    sent: list[str] = []
+    broken = JobStore.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    sweeper = Sweeper(jobs, lambda r: sent.append(r["id"]) or f"task-{len(sent)}", stale_s=0.3, resend_s=100)
+    make(jobs)
+    jobs.claim("j1", "r1", stale_s=10)
+    time.sleep(0.4)  # the beat is stale now ...
+    assert sweeper.probe() and sweeper.sweep() == ([], [])  # ... but this sweeper just arrived
+    sweeper.jobs = broken
+    assert not sweeper.probe()  # an outage of its own
+    sweeper.jobs = jobs
+    time.sleep(0.35)
+    assert sweeper.probe() and sweeper.sweep() == ([], [])  # trust restarts after the outage
+    time.sleep(0.35)
+    assert sweeper.probe() and sweeper.sweep() == (["j1"], [])
+    assert sent == ["j1"] and jobs.get("j1")["state"] == "queued" and jobs.get("j1")["task_id"] == "task-1"

@@ -188,6 +188,35 @@ def test_per_key_cap_refuses_with_429(settings, tmp_path):
     assert codes == [202, 202, 429] and "ATLAS_MAX_QUEUED_PER_KEY" in refused["detail"]
 
 
+def test_a_key_sees_and_cancels_only_its_own_jobs_unless_admin(settings, tmp_path):
+    url = settings.redis_url.rsplit("/", 1)[0] + "/8"  # no worker: jobs stay queued
+    redis.Redis.from_url(url).flushdb()
+    keys = "alice-key:write,bob-key:write,reader-key:read,boss-key:admin"
+    api = ApiServer(tmp_path, {"ATLAS_REDIS_URL": url, "ATLAS_API_KEYS": keys})
+    as_ = {name: {"X-API-Key": f"{name}-key"} for name in ("alice", "bob", "reader", "boss")}
+    try:
+        with httpx.Client(base_url=api.url, timeout=30) as client:
+            alice = [client.post("/v1/jobs", json=SLOW, headers=as_["alice"]).json()["id"] for _ in range(2)]
+            bob = client.post("/v1/jobs", json=SLOW, headers=as_["bob"]).json()["id"]
+            listed = {who: client.get("/v1/jobs", headers=h).json() for who, h in as_.items()}
+            peek = client.get(f"/v1/jobs/{bob}", headers=as_["alice"])
+            cancel = client.delete(f"/v1/jobs/{bob}", headers=as_["alice"])
+            still = client.get(f"/v1/jobs/{bob}", headers=as_["bob"]).json()
+            own = client.get(f"/v1/jobs/{alice[0]}", headers=as_["alice"])
+            by_admin = client.delete(f"/v1/jobs/{bob}", headers=as_["boss"])
+    finally:
+        api.stop()
+    assert {j["id"] for j in listed["alice"]["jobs"]} == set(alice) and listed["alice"]["total"] == 2
+    assert [j["id"] for j in listed["bob"]["jobs"]] == [bob]
+    assert listed["reader"] == {**listed["reader"], "total": 0, "jobs": []}
+    assert {j["id"] for j in listed["boss"]["jobs"]} == {*alice, bob} and listed["boss"]["total"] == 3
+    # Another key's job does not exist, as far as alice can tell: the same 404 as an unknown id.
+    assert peek.status_code == 404 and cancel.status_code == 404
+    assert peek.json()["detail"] == f"no job with id {bob!r}"
+    assert still["state"] == "queued" and own.status_code == 200
+    assert by_admin.status_code == 202 and by_admin.json()["state"] == "cancelled"
+
+
 def test_fifty_concurrent_submissions_all_finish(stack):
     tasks = ("ioi", "induction", "greater_than", "successor", "pronoun")
     bodies = [{"model": "multitask", "task": tasks[i % 5], "method": "eap", "top_n": 20, "n_prompts": 8,
@@ -206,7 +235,7 @@ def test_fifty_concurrent_submissions_all_finish(stack):
     assert [a.status_code for a in answers] == [202] * 50
     ids = {a.json()["id"] for a in answers}
     assert len(ids) == 50
-    with stack.client(READ) as client:
+    with stack.client() as client:  # a key sees its own jobs
         jobs = [wait(client, job_id, finished, timeout=300) for job_id in ids]
     assert [j["state"] for j in jobs] == ["succeeded"] * 50
 

@@ -55,3 +55,28 @@ def test_cli_reports_bad_setting_without_traceback():
     )
     assert done.returncode == 1
     assert "ATLAS_NEO4J_URI" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_key_scopes_admin_implies_write_and_read():
+    s = Settings(_env_file=None, api_keys="boss:admin,pen:write,eye:read")
+    assert s.key_scopes == {"boss": {"read", "write", "admin"}, "pen": {"read", "write"},
+                            "eye": {"read"}}
+    assert not s.uses_dev_keys
+    with pytest.raises(ValueError, match="ATLAS_API_KEYS must be .*key:admin"):
+        _ = Settings(_env_file=None, api_keys="boss:root").key_scopes
+
+
+def test_dev_keys_are_recognised_wherever_they_appear():
+    assert Settings(_env_file=None).uses_dev_keys  # the default
+    assert Settings(_env_file=None, api_keys="mine-long-key:admin,atlas-dev-read:read").uses_dev_keys
+    assert Settings(_env_file=None, api_keys="atlas-dev-write:admin").uses_dev_keys
+
+
+def test_guard_and_supervisor_settings_are_bounded():
+    s = Settings(_env_file=None)
+    assert (s.auth_fail_limit, s.auth_fail_window_s) == (10, 60.0)
+    assert (s.supervisor_interval_s, s.supervisor_fail_checks) == (5.0, 6)
+    for field, bad in (("auth_fail_limit", 0), ("auth_fail_window_s", 0), ("supervisor_interval_s", -1),
+                       ("supervisor_fail_checks", 0)):
+        with pytest.raises(ValidationError, match=field):
+            Settings(_env_file=None, **{field: bad})

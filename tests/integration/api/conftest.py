@@ -18,10 +18,12 @@ from tests.conftest import ApiServer
 
 WRITE_KEY = "test-writer-key"
 READ_KEY = "test-reader-key"
+ADMIN_KEY = "test-admin-key"
 BODY_CAP = 4096
 ROW_CAP = 5
 SERVER_ENV = {
-    "ATLAS_API_KEYS": f"{WRITE_KEY}:write,{READ_KEY}:read",
+    "ATLAS_API_KEYS": f"{WRITE_KEY}:write,{READ_KEY}:read,{ADMIN_KEY}:admin",
+    "ATLAS_AUTH_FAIL_LIMIT": "100000",  # the guard tests send many bad keys; test_keys.py has its own server
     "ATLAS_MAX_BODY_BYTES": str(BODY_CAP),
     "ATLAS_CYPHER_TIMEOUT_S": "1",
     "ATLAS_CYPHER_ROW_CAP": str(ROW_CAP),

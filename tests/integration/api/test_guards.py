@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.integration.api.conftest import BODY_CAP, READ_KEY, WRITE_KEY
+from tests.integration.api.conftest import ADMIN_KEY, BODY_CAP, READ_KEY, WRITE_KEY
 
 #: Every /v1 route, with a request that reaches it; path values that name nothing are fine (the
 #: key is checked first), and the job submitted is invalid, so nothing is queued.
@@ -63,12 +63,13 @@ def test_no_key_or_unknown_key_is_401(anonymous, method, path, body):
 def test_read_key_on_write_route_is_403(anonymous, method, path, body):
     response = _send(anonymous, method, path, body, READ_KEY)
     assert response.status_code == 403 and "write key" in response.json()["detail"]
-    assert _send(anonymous, method, path, body, WRITE_KEY).status_code in (404, 422)  # past the key check
+    for key in (WRITE_KEY, ADMIN_KEY):  # admin implies write
+        assert _send(anonymous, method, path, body, key).status_code in (404, 422)  # past the key check
 
 
 @pytest.mark.parametrize(("method", "path", "body"), READ_ROUTES)
-def test_both_keys_may_read(anonymous, method, path, body):
-    for key in (READ_KEY, WRITE_KEY):
+def test_every_key_may_read(anonymous, method, path, body):
+    for key in (READ_KEY, WRITE_KEY, ADMIN_KEY):
         response = _send(anonymous, method, path, body, key)
         assert response.status_code not in (401, 403), (key, response.text)
 

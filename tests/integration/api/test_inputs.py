@@ -24,7 +24,7 @@ def test_out_of_range_reads_are_refused_with_the_field(reader, path, field):
 
 @pytest.mark.parametrize("threshold", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_thresholds_are_refused(writer, threshold):
-    body = '{"model": "multitask", "task": "ioi", "threshold": %s}' % threshold
+    body = '{"model": "multitask", "task": "ioi", "threshold": ' + threshold + '}'
     response = writer.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     assert ["body", "threshold"] in [e["loc"] for e in response.json()["detail"]]

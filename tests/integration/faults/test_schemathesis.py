@@ -2,9 +2,11 @@
 Neo4j behind it: generated requests (valid and invalid, a bounded number per operation) never get
 a 500, and every answer matches the schema (status code documented, content type, body, headers).
 
-The server has its own Redis database (the jobs it accepts are never run: no worker reads that
-database) and a small per-key job cap, so submissions soon answer 429, which must be documented
-too. ``ATLAS_FUZZ_EXAMPLES`` and ``ATLAS_FUZZ_SEED`` widen or vary the run by hand.
+The fuzzer holds a write key, and it learns ids from the answers it gets and feeds them back
+(it deletes the circuits it lists), so the server runs on a scratch Neo4j seeded with two real
+circuits and a scratch Redis (the jobs it accepts are never run: no worker reads that Redis), with
+a small per-key job cap so that submissions soon answer 429, which must be documented too.
+``ATLAS_FUZZ_EXAMPLES`` and ``ATLAS_FUZZ_SEED`` widen or vary the run by hand.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import redis
+from neo4j import GraphDatabase
 
+from graphstore.store import ensure_schema, write_circuit
 from tests.conftest import ApiServer
+from tests.integration.api.conftest import _discover
+from tests.integration.faults.conftest import SCRATCH_PASSWORD
 
 WRITE_KEY = "fuzz-writer-key"
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -26,14 +31,19 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
 
 
 @pytest.fixture
-def fuzz_server(settings, tmp_path):
-    url = settings.redis_url.rsplit("/", 1)[0] + "/14"
-    redis.Redis.from_url(url).flushdb()
-    server = ApiServer(tmp_path, {"ATLAS_REDIS_URL": url, "ATLAS_API_KEYS": f"{WRITE_KEY}:write",
-                                  "ATLAS_MAX_QUEUED_PER_KEY": "5", "ATLAS_CYPHER_TIMEOUT_S": "2"})
+def fuzz_server(scratch_neo4j, scratch_redis, tmp_path):
+    neo4j = scratch_neo4j()
+    with GraphDatabase.driver(neo4j.uri(), auth=("neo4j", SCRATCH_PASSWORD)) as driver:
+        ensure_schema(driver, database="neo4j")
+        for circuit in _discover("multitask").values():
+            write_circuit(driver, circuit, database="neo4j")
+    server = ApiServer(tmp_path, {
+        "ATLAS_NEO4J_URI": neo4j.uri(), "ATLAS_NEO4J_PASSWORD": SCRATCH_PASSWORD,
+        "ATLAS_REDIS_URL": scratch_redis().url(), "ATLAS_API_KEYS": f"{WRITE_KEY}:write",
+        "ATLAS_MAX_QUEUED_PER_KEY": "5", "ATLAS_CYPHER_TIMEOUT_S": "2",
+        "ATLAS_AUTH_FAIL_LIMIT": "100000"})
     yield server
     server.stop()
-    redis.Redis.from_url(url).flushdb()
 
 
 def _schemathesis() -> str:
