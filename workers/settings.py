@@ -130,7 +130,8 @@ class Settings(BaseSettings):
     )
 
     local_dir: Path = Field(Path(".local"), description="Data, logs and pids of local services.")
-    neo4j_heap: str = Field("512m", description="JVM heap of the local Neo4j (small machine).")
+    neo4j_heap: str = Field("1g", description="JVM heap of the local Neo4j: room for a 256 MiB "
+                            "transaction limit well below it (a quarter).")
     neo4j_pagecache: str = Field("128m", description="Page cache of the local Neo4j.")
     neo4j_start_timeout_s: float = Field(
         300.0, gt=0, description="How long `services up` waits for Neo4j's Bolt to answer."

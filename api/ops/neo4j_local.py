@@ -85,7 +85,7 @@ class Neo4jLocal:
     user: str = "neo4j"
     host: str = "127.0.0.1"
     port: int = 7687
-    heap: str = "512m"
+    heap: str = "1g"
     pagecache: str = "128m"
     start_timeout_s: float = 300.0
 
