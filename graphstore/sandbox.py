@@ -149,7 +149,11 @@ class CypherRunner:
         try:
             reading, killed_tag = self._run_child(text, params, timeout_s, row_cap)
             if killed_tag is not None:
-                held = self._stop_on_server(killed_tag)
+                # Stopping it on the server can be slow when the server is overloaded (by this very
+                # query): a thread does it and keeps the slot, the caller gets its answer now.
+                threading.Thread(target=self._stop_on_server, args=(killed_tag,), daemon=True,
+                                 name=f"cypher-stop-{killed_tag[:8]}").start()
+                held = True
         finally:
             if not held:
                 self._slots.release()
@@ -302,34 +306,23 @@ class CypherRunner:
                                                  database_=self.account.database)
         return [r["transactionId"] for r in records]
 
-    def _stop_on_server(self, tag: str) -> bool:
-        """Terminate the killed query's transaction; returns True when it still runs, and then a
-        thread keeps the caller's slot until it is gone (or ``hold_max_s`` passed)."""
+    def _stop_on_server(self, tag: str) -> None:
+        """Terminate the killed query's transaction and wait until the server lets it go (at most
+        ``hold_max_s``), then give back the slot it held: a query that ignores its termination
+        keeps occupying a slot, so one key cannot pile up runaway queries on the server."""
+        until = time.monotonic() + self.limits.hold_max_s
         try:
             ids = self._tagged(tag)
             if ids:
                 self.admin.execute_query(TERMINATE, ids=ids, database_=self.account.database)
+            while ids and time.monotonic() < until:
+                time.sleep(0.5)
                 ids = self._tagged(tag)
+            if ids:
+                log.warning("Cypher query %s still runs on the server %.0fs after it was terminated; "
+                            "its slot is given back", tag, self.limits.hold_max_s)
         except Exception as exc:  # noqa: BLE001 - Neo4j unreachable: nothing left to stop there
             log.warning("could not terminate Cypher query %s: %s", tag, exc)
-            return False
-        if not ids:
-            return False
-        threading.Thread(target=self._hold, args=(tag,), daemon=True,
-                         name=f"cypher-hold-{tag[:8]}").start()
-        return True
-
-    def _hold(self, tag: str) -> None:
-        until = time.monotonic() + self.limits.hold_max_s
-        try:
-            while time.monotonic() < until:
-                time.sleep(0.5)
-                if not self._tagged(tag):
-                    return
-            log.warning("Cypher query %s still runs on the server %.0fs after it was terminated; "
-                        "its slot is given back", tag, self.limits.hold_max_s)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("lost track of terminated Cypher query %s: %s", tag, exc)
         finally:
             self._slots.release()
 
