@@ -138,25 +138,71 @@ class Edge:
         return cls(m["src"], m["dst"], input_of(dst, m["input"]), score)
 
 
+def _faithfulness(full: float | None, empty: float | None, circuit: float | None) -> float | None:
+    """(m(C) - m(empty)) / (m(full) - m(empty)); None when unmeasured or full and empty coincide."""
+    if full is None or empty is None or circuit is None:
+        return None
+    span = full - empty
+    return None if span == 0 else (circuit - empty) / span
+
+
 @dataclass(frozen=True)
 class Metrics:
-    """Task metric of the full model, the empty circuit and the circuit (everything else patched)."""
+    """A circuit measured twice, everything outside it ablated: under the task's own metric
+    (``name``; ``full``, ``empty``, ``circuit``) and under the metric the search optimised
+    (``search_metric``; ``search_*``; KL for ACDC by default).
+
+    Faithfulness is (m(C) - m(empty)) / (m(full) - m(empty)) under either. Under KL (to the full
+    model) m(full) = 0, so it is 1 - KL(C) / KL(empty): 1 when the circuit matches the full model,
+    0 when it is as far off as the empty circuit, never above 1. Under a task metric such as the
+    logit difference a circuit can beat the full model (it drops heads that work against the
+    answer), so ``faithfulness_task`` can exceed 1. Circuits stored before the search-metric
+    fields existed read back with them None."""
 
     full: float
     empty: float
     circuit: float
-    name: str = "kl"
+    name: str = "kl"  # the task metric
+    search_metric: str | None = None
+    search_full: float | None = None
+    search_empty: float | None = None
+    search_circuit: float | None = None
+
+    @property
+    def task_metric(self) -> str:
+        return self.name
+
+    @property
+    def faithfulness_task(self) -> float | None:
+        """Faithfulness under the task metric ``name``; may exceed 1."""
+        return _faithfulness(self.full, self.empty, self.circuit)
 
     @property
     def faithfulness(self) -> float | None:
-        """(m(C) - m(empty)) / (m(full) - m(empty)); None when full and empty coincide."""
-        span = self.full - self.empty
-        return None if span == 0 else (self.circuit - self.empty) / span
+        """The task-metric faithfulness, under its historical name (kept for compatibility)."""
+        return self.faithfulness_task
+
+    @property
+    def faithfulness_search(self) -> float | None:
+        """Faithfulness under the search metric; None for circuits stored before it was kept."""
+        return _faithfulness(self.search_full, self.search_empty, self.search_circuit)
+
+
+#: Values :meth:`Circuit.to_dict` adds to ``metrics`` (derived, so dropped again on reading).
+DERIVED_METRICS = ("faithfulness", "faithfulness_task", "faithfulness_search", "task_metric")
 
 
 @dataclass(frozen=True)
 class Provenance:
-    """Where a circuit came from: enough to reproduce it."""
+    """Where a circuit came from: enough for a second tool to reproduce and re-score it.
+
+    ``dataset_hash`` is :attr:`discovery.tasks.base.TaskData.dataset_hash` of exactly the pairs the
+    search and the evaluation ran on (``circuits tasks export`` writes them). ``prepend_bos``: a
+    BOS token was put before every prompt (prompts are otherwise tokenised as given, without
+    special tokens). ``edge_order`` names the order the search visited edges in and
+    ``edge_order_sha256`` hashes that ordered list of edge names (newline-joined); both None for
+    methods that score every edge at once. ``search_metric`` and ``threshold`` are what the search
+    compared against. Fields added later read back as their defaults from older circuits."""
 
     model: str
     task: str
@@ -164,6 +210,12 @@ class Provenance:
     model_sha256: str = ""
     dataset_hash: str = ""
     threshold: float | None = None
+    search_metric: str | None = None
+    ablation: str | None = None
+    prepend_bos: bool | None = None
+    tokenizer_sha256: str = ""
+    edge_order: str | None = None
+    edge_order_sha256: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
@@ -193,7 +245,7 @@ class Circuit:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["metrics"]["faithfulness"] = self.metrics.faithfulness
+        data["metrics"].update({k: getattr(self.metrics, k) for k in DERIVED_METRICS})
         return data
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -201,7 +253,7 @@ class Circuit:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Circuit:
-        metrics = {k: v for k, v in data["metrics"].items() if k != "faithfulness"}
+        metrics = {k: v for k, v in data["metrics"].items() if k not in DERIVED_METRICS}
         return cls(
             id=data["id"],
             nodes=tuple(Node(**n) for n in data["nodes"]),

@@ -3,6 +3,7 @@ and provenance: what the CLI and the workers run."""
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
 import uuid
@@ -21,10 +22,20 @@ from discovery.graph import Graph
 from discovery.models import LoadedModel, load_model
 from discovery.patching import GPT2Weights
 from discovery.problem import Problem
+from discovery.prune import prune_edges
 from discovery.tasks import get_task
 from discovery.tasks.base import TaskData
 from discovery.tasks.custom import load_custom_task
-from discovery.tasks.tokens import tokenize_task
+from discovery.tasks.tokens import tokenize_task, tokenizer_sha256
+
+_ACDC_ORDER = "receivers reverse-topological (logits first), senders latest-first"
+#: How each method that decides edges one at a time visits them (Graph.edges_in_order); methods
+#: missing here score every edge at once, so no order matters.
+EDGE_ORDERS: dict[str, str] = {
+    "acdc": _ACDC_ORDER,
+    "acdc-reference": _ACDC_ORDER,
+    "eap-ig+acdc": _ACDC_ORDER + ", over the EAP-IG candidates only",
+}
 
 
 @dataclass(frozen=True)
@@ -92,12 +103,15 @@ def discover(request: DiscoveryRequest, *, progress: Progress | None = None,
     prepared = time.monotonic()
     result = algorithm(problem, config, progress)
     searched = time.monotonic()
-    evaluation = evaluate(problem, result.mask.to(problem.ablation.device))
     graph = problem.graph
-    kept = result.mask.nonzero().tolist()
-    edges = tuple(graph.edge(u, k, _score(result.scores[u, k])) for u, k in kept)
+    # Dangling edges carry nothing (discovery.prune); the metrics are those of the cleaned circuit.
+    pruned = prune_edges((graph.edge(u, k, _score(result.scores[u, k]))
+                          for u, k in result.mask.nonzero().tolist()),
+                         from_embed=request.ablation == "corrupt")
+    edges, mask = pruned.edges, _mask_of(graph, pruned.edges)
+    evaluation = evaluate(problem, mask.to(problem.ablation.device))
     names = {e.src for e in edges} | {e.dst for e in edges}
-    neuron_nodes = _neurons(problem, result.mask, names, request) if request.granularity == "neurons" else ()
+    neuron_nodes = _neurons(problem, mask, names, request) if request.granularity == "neurons" else ()
     scores = {graph.edge(u, k).name: _score(result.scores[u, k])
               for u, k in graph.valid().nonzero().tolist()}
     return Circuit(
@@ -107,10 +121,18 @@ def discover(request: DiscoveryRequest, *, progress: Progress | None = None,
         metrics=evaluation.as_metrics(),
         provenance=_provenance(request, model, data, problem, timings={
             "prepare_s": prepared - started, "search_s": searched - prepared,
-            "evaluate_s": time.monotonic() - searched}, stats=result.stats),
+            "evaluate_s": time.monotonic() - searched}, stats=result.stats, pruned=pruned),
         graph=graph.shape,
         edge_scores={k: v for k, v in scores.items() if v is not None},
     )
+
+
+def _mask_of(graph: Graph, edges: tuple) -> torch.Tensor:
+    """[n_upstream, n_inputs] bool mask of ``edges``."""
+    mask = torch.zeros(graph.n_upstream, graph.n_inputs, dtype=torch.bool)
+    for edge in edges:
+        mask[graph.up_index[edge.src], graph.in_index[(edge.dst, edge.input)]] = True
+    return mask
 
 
 def _neurons(problem: Problem, mask: torch.Tensor, names: set[str], request: DiscoveryRequest) -> tuple:
@@ -125,6 +147,16 @@ def _neurons(problem: Problem, mask: torch.Tensor, names: set[str], request: Dis
     return tuple(found)
 
 
+def edge_order_names(graph: Graph) -> list[str]:
+    """Every edge name in ACDC's visiting order (:meth:`Graph.edges_in_order`)."""
+    return [graph.edge(u, k).name for u, k in graph.edges_in_order()]
+
+
+def edge_order_sha256(graph: Graph) -> str:
+    """sha256 of :func:`edge_order_names` joined by newlines: a second tool checks its order by it."""
+    return hashlib.sha256("\n".join(edge_order_names(graph)).encode()).hexdigest()
+
+
 def _version(package: str) -> str:
     try:
         return version(package)
@@ -137,15 +169,20 @@ def _score(value: torch.Tensor) -> float | None:
     return None if v != v else v  # NaN: not scored
 
 
-def _provenance(request, model, data, problem, *, timings, stats):
+def _provenance(request, model, data, problem, *, timings, stats, pruned):
     from discovery.circuit import Provenance
 
     return Provenance(
         model=model.name, task=data.name, method=request.method, model_sha256=model.sha256,
-        dataset_hash=data.dataset_hash, threshold=request.threshold,
+        dataset_hash=problem.batch.data.dataset_hash, threshold=request.threshold,
+        search_metric=problem.metric, ablation=request.ablation,
+        prepend_bos=problem.batch.prepend_bos, tokenizer_sha256=tokenizer_sha256(model.tokenizer),
+        edge_order=EDGE_ORDERS.get(request.method),
+        edge_order_sha256=edge_order_sha256(problem.graph) if request.method in EDGE_ORDERS else None,
         params={"metric": problem.metric, "ablation": request.ablation, "top_n": request.top_n,
                 "n_prompts": len(data.pairs), "ig_steps": request.ig_steps,
-                "edges_total": problem.graph.n_edges, **{k: float(v) for k, v in stats.items()}},
+                "edges_total": problem.graph.n_edges, "dangling_removed": pruned.record(),
+                **{k: float(v) for k, v in stats.items()}},
         seed=request.seed, device=str(model.device),
         versions={"torch": torch.__version__, "transformer_lens": _version("transformer-lens"),
                   "circuit_atlas": _version("circuit-atlas"), "python": platform.python_version()},

@@ -1,7 +1,9 @@
-"""How faithful a circuit is: the task metric with everything outside it ablated.
+"""How faithful a circuit is: the task metric, and the metric the search optimised, with
+everything outside the circuit ablated.
 
-faithfulness = (m(C) - m(empty)) / (m(full) - m(empty)) (science.md; MIB 2025). Algorithms do not
-import this module; :mod:`discovery.discover` calls it after they finish.
+faithfulness = (m(C) - m(empty)) / (m(full) - m(empty)) (science.md; MIB 2025), under each metric
+(:class:`discovery.circuit.Metrics` says what each means). Algorithms do not import this module;
+:mod:`discovery.discover` calls it after they finish.
 """
 
 from __future__ import annotations
@@ -18,37 +20,53 @@ from discovery.problem import Problem
 
 @dataclass(frozen=True)
 class Evaluation:
+    """The full model, the empty circuit and the circuit under the task metric, and under the
+    search metric (the same three runs, measured twice)."""
+
     full: float
     empty: float
     circuit: float
     metric: str
+    search_metric: str | None = None
+    search_full: float | None = None
+    search_empty: float | None = None
+    search_circuit: float | None = None
 
     def as_metrics(self) -> Metrics:
-        return Metrics(full=self.full, empty=self.empty, circuit=self.circuit, name=self.metric)
+        return Metrics(full=self.full, empty=self.empty, circuit=self.circuit, name=self.metric,
+                       search_metric=self.search_metric, search_full=self.search_full,
+                       search_empty=self.search_empty, search_circuit=self.search_circuit)
 
     @property
     def faithfulness(self) -> float | None:
         return self.as_metrics().faithfulness
 
 
-def metric_of(problem: Problem, mask: Tensor, metric: str) -> float:
-    """Mean ``metric`` of the circuit ``mask`` (KL is measured against the full model)."""
+def metrics_of(problem: Problem, mask: Tensor, metrics: tuple[str, ...]) -> list[float]:
+    """Mean of each of ``metrics`` for the circuit ``mask``, from one patched forward pass (KL is
+    measured against the full model)."""
     with torch.no_grad():
         logits = patched_forward(problem.weights, problem.graph, problem.batch.clean,
                                  problem.ablation, mask.to(problem.ablation.device)).logits
-    return problem.metric_value(logits, metric).item()
+        return [problem.metric_value(logits, m).item() for m in metrics]
+
+
+def metric_of(problem: Problem, mask: Tensor, metric: str) -> float:
+    """Mean ``metric`` of the circuit ``mask`` (KL is measured against the full model)."""
+    return metrics_of(problem, mask, (metric,))[0]
 
 
 def evaluate(problem: Problem, mask: Tensor, metric: str | None = None) -> Evaluation:
-    """The task metric (default: the task's own) of the full model, the empty circuit and ``mask``."""
+    """The task metric (default: the task's own) and the problem's search metric
+    (``problem.metric``) of the full model, the empty circuit and ``mask``."""
     metric = metric or problem.batch.data.metric
+    both = (metric, problem.metric)
     valid = problem.graph.valid().to(mask.device)
-    return Evaluation(
-        full=metric_of(problem, valid, metric),
-        empty=metric_of(problem, torch.zeros_like(valid), metric),
-        circuit=metric_of(problem, mask & valid, metric),
-        metric=metric,
-    )
+    full, empty, circuit = (metrics_of(problem, m, both)
+                            for m in (valid, torch.zeros_like(valid), mask & valid))
+    return Evaluation(full=full[0], empty=empty[0], circuit=circuit[0], metric=metric,
+                      search_metric=problem.metric, search_full=full[1], search_empty=empty[1],
+                      search_circuit=circuit[1])
 
 
 def edge_roc_auc(scores: dict[str, float], truth: set[str]) -> float:

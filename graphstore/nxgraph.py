@@ -18,8 +18,8 @@ from typing import Any
 import networkx as nx
 from neo4j import Driver
 
-from discovery.circuit import Metrics, Provenance
-from graphstore.store import fetch_circuit
+from discovery.circuit import Provenance
+from graphstore.store import fetch_circuit, metrics_from_props
 
 
 def _scalars(**attrs: Any) -> dict[str, Any]:
@@ -27,8 +27,7 @@ def _scalars(**attrs: Any) -> dict[str, Any]:
 
 
 def _graph_attrs(props: dict[str, Any]) -> dict[str, Any]:
-    metrics = Metrics(full=props["metric_full"], empty=props["metric_empty"],
-                      circuit=props["metric_circuit"], name=props["metric"])
+    metrics = metrics_from_props(props)
     provenance = Provenance(**json.loads(props["provenance"]))
     attrs: dict[str, Any] = {
         "circuit_id": props["id"],

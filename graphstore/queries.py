@@ -28,6 +28,7 @@ SCHEMA: tuple[str, ...] = (
     "CREATE INDEX component_model_layer IF NOT EXISTS FOR (c:Component) ON (c.model, c.layer)",
     "CREATE INDEX circuit_method IF NOT EXISTS FOR (c:Circuit) ON (c.method)",
     "CREATE INDEX circuit_faithfulness IF NOT EXISTS FOR (c:Circuit) ON (c.faithfulness)",
+    "CREATE INDEX circuit_faithfulness_search IF NOT EXISTS FOR (c:Circuit) ON (c.faithfulness_search)",
     "CREATE INDEX circuit_created IF NOT EXISTS FOR (c:Circuit) ON (c.created_at)",
     "CREATE INDEX feeds_circuit IF NOT EXISTS FOR ()-[f:FEEDS]-() ON (f.circuit)",
 )
@@ -165,20 +166,40 @@ CALL (c) {
 RETURN c {.*} AS circuit, nodes, edges
 """
 
-LIST_CIRCUITS = """
+#: ``ORDER BY`` of each sort :func:`list_circuits` accepts: faithfulness best first, circuits
+#: without the value last (Cypher sorts null above every number), then newest first.
+LIST_SORTS: dict[str, str] = {
+    "created_at": "c.created_at DESC, c.id",
+    "faithfulness_task": "c.faithfulness IS NULL, c.faithfulness DESC, c.created_at DESC, c.id",
+    "faithfulness_search": "c.faithfulness_search IS NULL, c.faithfulness_search DESC, "
+                           "c.created_at DESC, c.id",
+}
+
+
+def list_circuits(sort: str = "created_at") -> str:
+    """Stored circuits matching every filter given, in the order ``sort`` names (a key of
+    :data:`LIST_SORTS`: the only text built into it comes from that table). ``c.faithfulness`` is
+    the task-metric faithfulness (its historical name; ``faithfulness_task`` holds the same)."""
+    if sort not in LIST_SORTS:
+        raise ValueError(f"unknown sort {sort!r}; use one of {', '.join(LIST_SORTS)}")
+    return f"""
 MATCH (m:Model)<-[:OF_MODEL]-(c:Circuit)-[:FOR_TASK]->(t:Task)
 WHERE ($model IS NULL OR m.id = $model) AND ($task IS NULL OR t.id = $task)
   AND ($method IS NULL OR c.method = $method)
   AND ($min_faithfulness IS NULL OR c.faithfulness >= $min_faithfulness)
   AND ($max_faithfulness IS NULL OR c.faithfulness <= $max_faithfulness)
+  AND ($min_search IS NULL OR c.faithfulness_search >= $min_search)
+  AND ($max_search IS NULL OR c.faithfulness_search <= $max_search)
   AND ($ids IS NULL OR c.id IN $ids)
 RETURN c.id AS id, m.id AS model, t.id AS task, c.method AS method, c.threshold AS threshold,
-       c.metric AS metric, c.faithfulness AS faithfulness, c.n_nodes AS n_nodes,
-       c.n_edges AS n_edges, c.created_at AS created_at
-ORDER BY c.created_at DESC, c.id
+       c.metric AS metric, c.faithfulness AS faithfulness, c.faithfulness AS faithfulness_task,
+       c.search_metric AS search_metric, c.faithfulness_search AS faithfulness_search,
+       c.n_nodes AS n_nodes, c.n_edges AS n_edges, c.created_at AS created_at
+ORDER BY {LIST_SORTS[sort]}
 SKIP $offset
 LIMIT $limit
 """
+
 
 #: Model and score mass of each of ``$ids`` that exists (the caller reports the missing ones).
 CIRCUIT_INFO = """

@@ -39,11 +39,14 @@ class CircuitSummary:
     task: str
     method: str
     threshold: float | None
-    metric: str | None
-    faithfulness: float | None
+    metric: str | None  # the task metric
+    faithfulness: float | None  # under the task metric (the historical name)
     n_nodes: int
     n_edges: int
     created_at: str
+    faithfulness_task: float | None = None  # the same value, named unmistakably
+    search_metric: str | None = None
+    faithfulness_search: float | None = None  # None for circuits stored before it was kept
 
 
 def component_uid(model: str, name: str) -> str:
@@ -132,7 +135,13 @@ def _circuit_props(circuit: Circuit) -> dict[str, Any]:
         "metric_full": m.full,
         "metric_empty": m.empty,
         "metric_circuit": m.circuit,
-        "faithfulness": m.faithfulness,
+        "faithfulness": m.faithfulness_task,
+        "faithfulness_task": m.faithfulness_task,
+        "search_metric": m.search_metric,
+        "search_full": m.search_full,
+        "search_empty": m.search_empty,
+        "search_circuit": m.search_circuit,
+        "faithfulness_search": m.faithfulness_search,
         "n_nodes": len(circuit.nodes),
         "n_edges": len(circuit.edges),
         "score_mass": sum(edge_weight(e.score) for e in circuit.edges),
@@ -271,6 +280,15 @@ def _ordered(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return sorted(present, key=lambda r: (r["order"] is None, r["order"] or 0))
 
 
+def metrics_from_props(props: dict[str, Any]) -> Metrics:
+    """The :class:`Metrics` of a stored Circuit node's properties (search fields None when the
+    circuit was stored before they were kept)."""
+    return Metrics(full=props["metric_full"], empty=props["metric_empty"],
+                   circuit=props["metric_circuit"], name=props["metric"],
+                   search_metric=props.get("search_metric"), search_full=props.get("search_full"),
+                   search_empty=props.get("search_empty"), search_circuit=props.get("search_circuit"))
+
+
 def circuit_from_record(record: Record) -> Circuit:
     """Rebuild the :class:`Circuit` that was written, from :func:`fetch_circuit`'s record."""
     props = record["circuit"]
@@ -278,8 +296,7 @@ def circuit_from_record(record: Record) -> Circuit:
                   for n in _ordered(record["nodes"], "name"))
     edges = tuple(Edge(**{k: v for k, v in e.items() if k != "order"})
                   for e in _ordered(record["edges"], "src"))
-    metrics = Metrics(full=props["metric_full"], empty=props["metric_empty"],
-                      circuit=props["metric_circuit"], name=props["metric"])
+    metrics = metrics_from_props(props)
     graph = (GraphShape(props["graph_n_layers"], props["graph_n_heads"], props["graph_mlp"])
              if props.get("graph_n_layers") is not None else None)
     return Circuit(id=props["id"], nodes=nodes, edges=edges, metrics=metrics,
@@ -296,17 +313,22 @@ def read_circuit(driver: Driver, circuit_id: str, *, database: str) -> Circuit |
 def list_circuits(driver: Driver, *, database: str, model: str | None = None,
                   task: str | None = None, method: str | None = None,
                   min_faithfulness: float | None = None, max_faithfulness: float | None = None,
-                  ids: list[str] | None = None, limit: int = 100,
+                  min_faithfulness_search: float | None = None,
+                  max_faithfulness_search: float | None = None,
+                  ids: list[str] | None = None, sort: str = "created_at", limit: int = 100,
                   offset: int = 0) -> list[CircuitSummary]:
-    """Stored circuits matching every filter given (``ids``: only these), newest first, at most
+    """Stored circuits matching every filter given (``ids``: only these; ``min/max_faithfulness``
+    bound the task-metric faithfulness, ``*_faithfulness_search`` the search-metric one), in the
+    order ``sort`` names (:data:`graphstore.queries.LIST_SORTS`; newest first by default), at most
     ``limit`` of them after skipping the first ``offset`` (paging)."""
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     if offset < 0:
         raise ValueError(f"offset must be >= 0, got {offset}")
     records, _, _ = driver.execute_query(
-        queries.LIST_CIRCUITS, model=model, task=task, method=method,
-        min_faithfulness=min_faithfulness, max_faithfulness=max_faithfulness, ids=ids, limit=limit,
+        queries.list_circuits(sort), model=model, task=task, method=method,
+        min_faithfulness=min_faithfulness, max_faithfulness=max_faithfulness,
+        min_search=min_faithfulness_search, max_search=max_faithfulness_search, ids=ids, limit=limit,
         offset=offset,
         database_=database, routing_="r",
     )

@@ -75,11 +75,14 @@ def summary(circuit) -> str:
     total = p.params.get("edges_total")
     share = f" ({len(circuit.edges) / total:.1%} of {int(total)})" if total else ""
     neurons = sum(1 for n in circuit.nodes if n.kind == "neuron")
-    faith = "n/a" if m.faithfulness is None else f"{m.faithfulness:.3f}"
+    faith = "n/a" if m.faithfulness_task is None else f"{m.faithfulness_task:.3f}"
+    search = "n/a" if m.faithfulness_search is None else f"{m.faithfulness_search:.3f}"
     return (f"{p.model} / {p.task} / {p.method} (threshold {p.threshold}, metric {p.params.get('metric')})\n"
             f"  edges {len(circuit.edges)}{share}, nodes {len(circuit.nodes) - neurons}, neurons {neurons}\n"
             f"  {m.name}: full {m.full:.4f}, empty {m.empty:.4f}, circuit {m.circuit:.4f}; "
-            f"faithfulness {faith}\n  device {p.device}, search {p.timings.get('search_s', 0):.2f}s")
+            f"faithfulness (task metric {m.name}) {faith}\n"
+            f"  faithfulness (search metric {m.search_metric or 'n/a'}) {search}\n"
+            f"  device {p.device}, search {p.timings.get('search_s', 0):.2f}s")
 
 
 def run_show(args: argparse.Namespace) -> int:

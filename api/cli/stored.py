@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("files", nargs="+", type=Path, metavar="FILE", help="circuit JSON (circuits discover)")
     s.set_defaults(handler=run_store)
 
+    s.add_argument("--keep-dangling", action="store_true",
+                   help="store edges that carry nothing as they are (default: remove them first)")
+    g = sub.add_parser("prune-stored", help="remove dangling edges (and the nodes they leave) from "
+                       "circuits already stored, so old and new circuits' overlaps compare")
+    g.add_argument("--model", help="only circuits of this model")
+    g.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    g.set_defaults(handler=run_prune_stored)
     d = sub.add_parser("delete", help="delete stored circuits (components other circuits use stay)")
     d.add_argument("ids", nargs="+", metavar="ID")
     d.set_defaults(handler=run_delete)
@@ -37,8 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--model")
     ls.add_argument("--task")
     ls.add_argument("--method")
-    ls.add_argument("--min-faithfulness", type=float, metavar="X")
+    ls.add_argument("--min-faithfulness", type=float, metavar="X", help="task-metric faithfulness")
     ls.add_argument("--max-faithfulness", type=float, metavar="X")
+    ls.add_argument("--min-faithfulness-search", type=float, metavar="X",
+                    help="search-metric faithfulness (KL for ACDC)")
+    ls.add_argument("--max-faithfulness-search", type=float, metavar="X")
+    ls.add_argument("--sort", choices=["created_at", "faithfulness_task", "faithfulness_search"],
+                    default="created_at", help="newest first (default), or most faithful first")
     ls.add_argument("--limit", type=int, default=50)
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(handler=run_list)
@@ -121,6 +133,8 @@ def run_store(args: argparse.Namespace) -> int:
     from graphstore.store import check_circuit, ensure_schema, write_circuit
 
     circuits = [_load(path) for path in args.files]
+    if not args.keep_dangling:
+        circuits = [_pruned(circuit) for circuit in circuits]
     for path, circuit in zip(args.files, circuits, strict=True):
         try:
             check_circuit(circuit)
@@ -134,6 +148,38 @@ def run_store(args: argparse.Namespace) -> int:
             p = circuit.provenance
             print(f"stored {circuit.id}: {p.model} / {p.task} / {p.method}, {len(circuit.nodes)} "
                   f"nodes, {len(circuit.edges)} edges ({time.perf_counter() - started:.2f}s)")
+    return 0
+
+
+def _pruned(circuit):  # noqa: ANN001, ANN202 - Circuit in, Circuit out
+    """``circuit`` without dangling edges (discovery.prune), saying what went."""
+    from discovery.prune import prune_circuit
+
+    cleaned, removed = prune_circuit(circuit)
+    if removed.edges_removed or removed.nodes_removed:
+        print(f"{circuit.id}: removed {removed.edges_removed} dangling edge(s) and "
+              f"{removed.nodes_removed} node(s) that carried nothing")
+    return cleaned
+
+
+def run_prune_stored(args: argparse.Namespace) -> int:
+    from graphstore.store import list_circuits, read_circuit, write_circuit
+
+    changed = seen = 0
+    with _store() as (driver, settings):
+        db = settings.neo4j_database
+        for summary in list_circuits(driver, database=db, model=args.model, limit=1_000_000):
+            circuit = read_circuit(driver, summary.id, database=db)
+            if circuit is None:  # deleted meanwhile
+                continue
+            seen += 1
+            cleaned = _pruned(circuit)
+            if cleaned is not circuit:
+                changed += 1
+                if not args.dry_run:
+                    write_circuit(driver, cleaned, database=db)
+    verb = "would change" if args.dry_run else "changed"
+    print(f"{seen} stored circuit(s) checked, {verb} {changed}")
     return 0
 
 
@@ -160,17 +206,24 @@ def run_list(args: argparse.Namespace) -> int:
         rows = list_circuits(driver, database=settings.neo4j_database, model=args.model,
                              task=args.task, method=args.method, limit=args.limit,
                              min_faithfulness=args.min_faithfulness,
-                             max_faithfulness=args.max_faithfulness)
+                             max_faithfulness=args.max_faithfulness,
+                             min_faithfulness_search=args.min_faithfulness_search,
+                             max_faithfulness_search=args.max_faithfulness_search, sort=args.sort)
     if args.json:
         _dump([asdict(r) for r in rows])
         return 0
-    print(table(["id", "model", "task", "method", "threshold", "faithfulness", "nodes", "edges",
-                 "created"],
-                [[r.id, r.model, r.task, r.method, r.threshold, r.faithfulness, r.n_nodes,
-                  r.n_edges, (r.created_at or "")[:19]] for r in rows]))
+    print(table(["id", "model", "task", "method", "threshold", "faithfulness (task metric)",
+                 "faithfulness (search metric)", "nodes", "edges", "created"],
+                [[r.id, r.model, r.task, r.method, r.threshold, _faith(r.faithfulness, r.metric),
+                  _faith(r.faithfulness_search, r.search_metric), r.n_nodes, r.n_edges,
+                  (r.created_at or "")[:19]] for r in rows]))
     print(f"({len(rows)} circuit{'s' * (len(rows) != 1)}"
           + (f"; --limit {args.limit} reached" if len(rows) == args.limit else "") + ")")
     return 0
+
+
+def _faith(value: float | None, metric: str | None) -> str:
+    return "-" if value is None else f"{value:.3f} ({metric or '?'})"
 
 
 def _names(names: list[str] | tuple[str, ...], show_all: bool) -> str:

@@ -22,6 +22,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--model", help="also validate the prompts against this model's tokenizer")
     show.set_defaults(handler=run_tasks_show)
+    exp = tasks_sub.add_parser(
+        "export", help="write the exact prompt pairs (and their tokens) a discovery run used",
+        description="Write the pairs of a run as custom-task JSON plus the tokenisation facts, "
+                    "for re-scoring a circuit with another tool. Give --circuit to take model, "
+                    "task, prompt count and seed from a circuit's provenance (and check its "
+                    "dataset hash), or --model and --task.")
+    exp.add_argument("--circuit", type=Path, help="a circuit JSON file (`circuits discover --out`)")
+    exp.add_argument("--model", help="shipped name, local directory or hub name (default: the "
+                                     "circuit's)")
+    exp.add_argument("--task", help="a built-in task or a custom-task JSON file (default: the circuit's)")
+    exp.add_argument("--n-prompts", type=int, help="pairs to draw (default: the circuit's, else 50)")
+    exp.add_argument("--seed", type=int, help="seed of the draw (default: the circuit's, else 0)")
+    exp.add_argument("--out", required=True, type=Path, help="where to write the export JSON")
+    exp.set_defaults(handler=run_tasks_export)
 
     ev = sub.add_parser("eval", help="per-task accuracy and metric of a model on held-out prompts")
     ev.add_argument("--model", required=True, help="shipped name, local directory or hub name")
@@ -76,6 +90,62 @@ def run_tasks_show(args: argparse.Namespace) -> int:
         more = lambda words: ", ".join(words[:4]) + (" ..." if len(words) > 4 else "")  # noqa: E731
         print(f"[{i}] clean:   {pair.clean}\n    corrupt: {pair.corrupt}\n"
               f"    answer:  {more(pair.answers)}\n    wrong:   {more(pair.wrongs)}")
+    return 0
+
+
+def _export_request(args: argparse.Namespace):
+    """(circuit or None, model, task, n_prompts, seed) from the flags and the circuit's provenance."""
+    circuit = None
+    if args.circuit:
+        from discovery.circuit import Circuit
+
+        try:
+            circuit = Circuit.from_json(args.circuit.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"--circuit: {args.circuit} does not exist") from None
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--circuit: {args.circuit} is not a circuit JSON file ({exc})") from None
+    p = circuit.provenance if circuit else None
+    model = args.model or (p.model if p else None)
+    task = args.task or (p.task if p else None)
+    if not model or not task:
+        raise ValueError("give --model and --task, or --circuit CIRCUIT.json to take them from it")
+    if task.startswith("custom:") and not args.task:
+        raise ValueError(f"the circuit's task {task!r} is a custom task: pass its JSON file as --task")
+    n = args.n_prompts or (p.params.get("n_prompts") if p else None) or 50
+    seed = args.seed if args.seed is not None else (p.seed if p and p.seed is not None else 0)
+    if n < 1:
+        raise ValueError("--n-prompts must be at least 1")
+    return circuit, model, task, int(n), int(seed)
+
+
+def run_tasks_export(args: argparse.Namespace) -> int:
+    from discovery.discover import EDGE_ORDERS, edge_order_names, task_data
+    from discovery.graph import Graph
+    from discovery.models import load_model
+    from discovery.tasks.export import export_task
+    from discovery.tasks.tokens import tokenize_task
+
+    circuit, model_name, task, n, seed = _export_request(args)
+    _quiet_transformers()
+    model = load_model(model_name, device="cpu")
+    data = task_data(task, model, n, seed)
+    batch = tokenize_task(data, model.tokenizer, n_ctx=model.n_ctx)
+    order = None
+    if circuit is not None:
+        if data.dataset_hash != circuit.provenance.dataset_hash:
+            raise ValueError(
+                f"the pairs drawn ({data.dataset_hash[:12]}) are not the circuit's "
+                f"({circuit.provenance.dataset_hash[:12]}): check --model, --task, --n-prompts, --seed")
+        if circuit.provenance.edge_order and circuit.graph and circuit.provenance.method in EDGE_ORDERS:
+            names = edge_order_names(Graph(circuit.graph))
+            order = {"name": circuit.provenance.edge_order,
+                     "sha256": circuit.provenance.edge_order_sha256, "edges": names}
+    export = export_task(batch, model.tokenizer, model=model.name, n_prompts=n, seed=seed,
+                         edge_order=order)
+    args.out.write_text(json.dumps(export, indent=1))
+    print(f"{len(data.pairs)} pairs of {data.name} for {model.name} (dataset {data.dataset_hash[:12]}, "
+          f"BOS {'prepended' if batch.prepend_bos else 'not prepended'}) -> {args.out}")
     return 0
 
 

@@ -15,6 +15,7 @@ from api.deps import ResourcesDep
 from api.security import ReadCaller, WriteCaller
 from discovery.circuit import Circuit
 from discovery.export import export
+from graphstore.queries import LIST_SORTS
 from graphstore.store import delete_circuit, list_circuits, read_circuit
 
 router = APIRouter(prefix="/v1/circuits", tags=["circuits"])
@@ -33,7 +34,10 @@ MEDIA_TYPES: dict[str, str] = {
 
 
 class CircuitSummaryPublic(BaseModel):
-    """One stored circuit, without its nodes and edges."""
+    """One stored circuit, without its nodes and edges. Faithfulness twice: under the task metric
+    (``metric``; ``faithfulness_task``, which can exceed 1, and ``faithfulness``, its old name)
+    and under the metric the search optimised (``search_metric``, KL for ACDC by default;
+    ``faithfulness_search``, None for circuits stored before it was kept)."""
 
     id: str
     model: str
@@ -45,6 +49,9 @@ class CircuitSummaryPublic(BaseModel):
     n_nodes: int
     n_edges: int
     created_at: str | None
+    faithfulness_task: float | None = None
+    search_metric: str | None = None
+    faithfulness_search: float | None = None
 
 
 class CircuitPage(BaseModel):
@@ -66,10 +73,16 @@ MAX_LIST = 1000
 MAX_OFFSET = 1_000_000
 Name = Annotated[str, Query(min_length=1, max_length=MAX_NAME)]
 Faithfulness = Annotated[float, Query(allow_inf_nan=False, ge=-1e9, le=1e9)]
+#: How ``/v1/circuits`` may be ordered: faithfulness best first (unmeasured last) or newest first.
+SortKey = Literal["created_at", "faithfulness_task", "faithfulness_search"]
+assert set(SortKey.__args__) == set(LIST_SORTS), "SortKey must name every graphstore sort"
 CircuitId = Annotated[str, Path(min_length=1, max_length=MAX_NAME, description="a stored circuit's id")]
 
 
-@router.get("", response_model=CircuitPage)
+@router.get("", response_model=CircuitPage, responses={
+    400: {"description": "A bound given under both its names (min_faithfulness and "
+                         "min_faithfulness_task ...) with different values"},
+})
 def list_(
     res: ResourcesDep,
     caller: ReadCaller,
@@ -78,16 +91,36 @@ def list_(
     method: Name | None = None,
     min_faithfulness: Faithfulness | None = None,
     max_faithfulness: Faithfulness | None = None,
+    min_faithfulness_task: Faithfulness | None = None,
+    max_faithfulness_task: Faithfulness | None = None,
+    min_faithfulness_search: Faithfulness | None = None,
+    max_faithfulness_search: Faithfulness | None = None,
+    sort: SortKey = "created_at",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> CircuitPage:
-    """Stored circuits matching every filter given, newest first, one page at a time."""
+    """Stored circuits matching every filter given, one page at a time, newest first or by
+    ``sort``. ``min/max_faithfulness_task`` bound the task-metric faithfulness (``min/max_faithfulness``
+    are their older names), ``min/max_faithfulness_search`` the search-metric one."""
+    low = _one_of("min_faithfulness", min_faithfulness, min_faithfulness_task)
+    high = _one_of("max_faithfulness", max_faithfulness, max_faithfulness_task)
     rows = list_circuits(res.neo4j, database=res.settings.neo4j_database, model=model, task=task,
-                         method=method, min_faithfulness=min_faithfulness,
-                         max_faithfulness=max_faithfulness, limit=limit + 1, offset=offset)
+                         method=method, min_faithfulness=low, max_faithfulness=high,
+                         min_faithfulness_search=min_faithfulness_search,
+                         max_faithfulness_search=max_faithfulness_search, sort=sort,
+                         limit=limit + 1, offset=offset)
     items = [CircuitSummaryPublic.model_validate(r, from_attributes=True) for r in rows[:limit]]
     return CircuitPage(items=items, limit=limit, offset=offset,
                        next_offset=offset + limit if len(rows) > limit else None)
+
+
+def _one_of(old: str, value: float | None, task_value: float | None) -> float | None:
+    """A bound given under its old name or its ``_task`` name; both, differing, is a 400."""
+    if value is not None and task_value is not None and value != task_value:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            detail=f"{old} and {old}_task name the same bound (task-metric "
+                                   f"faithfulness) but differ ({value} vs {task_value}); give one")
+    return task_value if task_value is not None else value
 
 
 def _stored(res: ResourcesDep, circuit_id: str) -> Circuit:

@@ -33,6 +33,11 @@ function num(value, digits = 3) {
   return typeof value === "number" ? value.toFixed(digits) : "–";
 }
 
+// A faithfulness with the metric it was measured under: "1.016 (logit_diff)", "–" when unmeasured.
+function faith(value, metric) {
+  return typeof value === "number" ? `${num(value)} (${metric || "?"})` : "–";
+}
+
 function cell(row, value) {
   const td = row.insertCell();
   td.textContent = value === null || value === undefined ? "–" : String(value);
@@ -89,7 +94,8 @@ function renderList(page) {
     box.title = "select for comparison";
     box.addEventListener("click", (event) => { event.stopPropagation(); toggle(c.id, box.checked); });
     row.insertCell().append(box);
-    [c.model, c.task, c.method, num(c.faithfulness), c.n_nodes, c.n_edges, (c.created_at || "").slice(0, 19)]
+    [c.model, c.task, c.method, faith(c.faithfulness_task, c.metric),
+      faith(c.faithfulness_search, c.search_metric), c.n_nodes, c.n_edges, (c.created_at || "").slice(0, 19)]
       .forEach((value) => cell(row, value));
     row.addEventListener("click", () => openCircuit(c.id));
   }
@@ -124,8 +130,11 @@ async function openCircuit(id) {
 function renderCircuit(circuit, svgText) {
   const p = circuit.provenance;
   $("#circuit-title").textContent = `${p.model} / ${p.task} / ${p.method}`;
-  $("#circuit-facts").textContent = `id ${circuit.id} · faithfulness ${num(circuit.metrics.faithfulness)}`
-    + ` (${circuit.metrics.name}) · ${circuit.nodes.length} nodes · ${circuit.edges.length} edges`;
+  const m = circuit.metrics;
+  $("#circuit-facts").textContent = `id ${circuit.id}`
+    + ` · faithfulness under the task metric ${faith(m.faithfulness_task, m.name)}`
+    + ` · under the search metric ${faith(m.faithfulness_search, m.search_metric)}`
+    + ` · ${circuit.nodes.length} nodes · ${circuit.edges.length} edges`;
   const drawing = new DOMParser().parseFromString(svgText, "image/svg+xml");
   const holder = $("#drawing");
   holder.replaceChildren();
@@ -168,7 +177,8 @@ function renderOverlap(o) {
   setNumber("#edge-jaccard", o.edge_jaccard);
   setNumber("#weighted", o.weighted);
   fillRows($("#compare-circuits tbody"), o.summaries.map((s) => [
-    s.task, s.method, s.id, num(s.faithfulness), o.unique_nodes[s.id].length, o.unique_edges[s.id],
+    s.task, s.method, s.id, faith(s.faithfulness_task, s.metric), faith(s.faithfulness_search, s.search_metric),
+    o.unique_nodes[s.id].length, o.unique_edges[s.id],
   ]));
   $("#shared").textContent = o.shared.map((s) => s.name).join(", ") || "none";
 }

@@ -3,6 +3,8 @@ real position of each, and the answer and counter-answer token ids."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,10 +23,12 @@ class TokenizedTask:
     last: torch.Tensor  # [batch] position of the last real token (where the answer is predicted)
     answers: torch.Tensor  # [batch, n_answers] token ids, -1 = none
     wrongs: torch.Tensor  # [batch, n_wrongs] token ids, -1 = none
+    prepend_bos: bool = True  # a BOS token was put before every prompt (provenance records it)
 
     def to(self, device: torch.device | str) -> TokenizedTask:
         return TokenizedTask(self.data, self.clean.to(device), self.corrupt.to(device),
-                             self.last.to(device), self.answers.to(device), self.wrongs.to(device))
+                             self.last.to(device), self.answers.to(device), self.wrongs.to(device),
+                             self.prepend_bos)
 
     def __len__(self) -> int:
         return self.clean.shape[0]
@@ -102,4 +106,28 @@ def tokenize_task(data: TaskData, tokenizer, *, n_ctx: int, prepend_bos: bool = 
         last=torch.tensor([len(r[0]) - 1 for r in rows]),
         answers=matrix(2, -1, max(len(r[2]) for r in rows)),
         wrongs=matrix(3, -1, max(1, max(len(r[3]) for r in rows))),
+        prepend_bos=prepend_bos,
     )
+
+
+def tokenizer_sha256(tokenizer) -> str:
+    """sha256 of the tokenizer's canonical JSON (keys sorted): the same for the same vocabulary,
+    merges, normaliser and special tokens however the tokenizer was loaded. "" for a tokenizer
+    without a Hugging Face fast backend."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return ""
+    canonical = json.dumps(json.loads(backend.to_str()), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def token_rows(batch: TokenizedTask) -> list[dict]:
+    """Per pair the exact token ids the engine ran on (no padding) and the answer ids: what a
+    second tool compares its own tokenisation against."""
+    rows = []
+    for i in range(len(batch)):
+        n = int(batch.last[i]) + 1
+        rows.append({"clean": batch.clean[i, :n].tolist(), "corrupt": batch.corrupt[i, :n].tolist(),
+                     "answers": [t for t in batch.answers[i].tolist() if t >= 0],
+                     "wrongs": [t for t in batch.wrongs[i].tolist() if t >= 0]})
+    return rows

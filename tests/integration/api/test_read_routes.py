@@ -43,7 +43,10 @@ def test_list_filters_and_pages(reader, stored):
     assert row == {"id": ioi.id, "model": model, "task": "ioi", "method": "acdc",
                    "threshold": ioi.provenance.threshold, "metric": ioi.metrics.name,
                    "faithfulness": ioi.metrics.faithfulness, "n_nodes": len(ioi.nodes),
-                   "n_edges": len(ioi.edges), "created_at": ioi.provenance.created_at}
+                   "n_edges": len(ioi.edges), "created_at": ioi.provenance.created_at,
+                   "faithfulness_task": ioi.metrics.faithfulness_task,
+                   "search_metric": "kl", "faithfulness_search": ioi.metrics.faithfulness_search}
+    assert row["faithfulness_search"] is not None and row["faithfulness_search"] <= 1.0
     only = reader.get("/v1/circuits", params={"model": model, "task": "greater_than"}).json()["items"]
     assert [c["id"] for c in only] == [stored["greater_than"].id]
     lowest = min(c.metrics.faithfulness for c in stored.values())
@@ -56,6 +59,32 @@ def test_list_filters_and_pages(reader, stored):
     assert [first["items"][0]["id"], second["items"][0]["id"]] == [c["id"] for c in page["items"]]
     bad = reader.get("/v1/circuits", params={"limit": 0})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "limit"]
+
+
+@pytest.mark.parametrize("key", ["faithfulness_task", "faithfulness_search"])
+def test_list_sorts_and_filters_by_either_faithfulness(reader, stored, key):
+    model = _model(stored)
+    values = {c.id: getattr(c.metrics, key) for c in stored.values()}
+    page = reader.get("/v1/circuits", params={"model": model, "sort": key}).json()["items"]
+    assert [c["id"] for c in page] == sorted(values, key=lambda i: -values[i])
+    assert [c[key] for c in page] == sorted(values.values(), reverse=True)
+    bound = {"faithfulness_task": "min_faithfulness_task",
+             "faithfulness_search": "min_faithfulness_search"}[key]
+    above = reader.get("/v1/circuits", params={"model": model, bound: min(values.values()) + 1e-9})
+    assert {c["id"] for c in above.json()["items"]} == {i for i, v in values.items()
+                                                       if v > min(values.values())}
+    high = bound.replace("min_", "max_")
+    below = reader.get("/v1/circuits", params={"model": model, high: min(values.values())})
+    assert [c["id"] for c in below.json()["items"]] == [min(values, key=values.get)]
+
+
+def test_list_sort_and_bounds_are_validated(reader, stored):
+    bad = reader.get("/v1/circuits", params={"sort": "faithfulness"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "sort"]
+    both = reader.get("/v1/circuits", params={"min_faithfulness": 0.1, "min_faithfulness_task": 0.2})
+    assert both.status_code == 400 and "min_faithfulness_task" in both.json()["detail"]
+    same = reader.get("/v1/circuits", params={"min_faithfulness": 0.1, "min_faithfulness_task": 0.1})
+    assert same.status_code == 200
 
 
 def test_get_json_is_the_stored_circuit(reader, stored):

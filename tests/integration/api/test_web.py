@@ -75,12 +75,26 @@ def test_page_lists_draws_and_compares(browser, server, reader, stored):
     rows = {r.get_attribute("data-id"): r for r in _css(driver, "#circuits tbody tr")}
     assert set(rows) == {ioi.id, other.id}
     cells = [c.text for c in rows[ioi.id].find_elements("css selector", "td")]
-    assert cells[1:7] == [ioi.provenance.model, "ioi", "acdc", f"{ioi.metrics.faithfulness:.3f}",
-                          str(len(ioi.nodes)), str(len(ioi.edges))]
+    m = ioi.metrics
+    assert cells[1:8] == [ioi.provenance.model, "ioi", "acdc", f"{m.faithfulness_task:.3f} ({m.name})",
+                          f"{m.faithfulness_search:.3f} (kl)", str(len(ioi.nodes)), str(len(ioi.edges))]
+    headers = [h.text for h in _css(driver, "#circuits thead th")]
+    assert headers[4:6] == ["faithfulness (task metric)", "faithfulness (search metric)"]
+
+    _css(driver, "#filters select[name=sort] option[value=faithfulness_search]")[0].click()
+    _css(driver, "#filters button")[0].click()
+    _wait(driver, lambda d: "sort=faithfulness_search" in (_css(d, "#circuits tbody")[0].get_attribute("data-query") or ""))
+    shown = [r.get_attribute("data-id") for r in _css(driver, "#circuits tbody tr")]
+    best_first = sorted((ioi, other), key=lambda c: -c.metrics.faithfulness_search)
+    assert shown == [c.id for c in best_first]
+    rows = {r.get_attribute("data-id"): r for r in _css(driver, "#circuits tbody tr")}
 
     rows[ioi.id].click()
     _wait(driver, lambda d: _css(d, "#drawing svg") and len(_css(d, "#edges tbody tr")) == len(ioi.edges))
     assert _css(driver, "#circuit-title")[0].text == f"{ioi.provenance.model} / ioi / acdc"
+    facts = _css(driver, "#circuit-facts")[0].text
+    assert f"task metric {m.faithfulness_task:.3f} ({m.name})" in facts
+    assert f"search metric {m.faithfulness_search:.3f} (kl)" in facts
     edge_rows = [[c.text for c in r.find_elements("css selector", "td")] for r in _css(driver, "#edges tbody tr")]
     assert [(s, d, i) for s, d, i, _ in edge_rows] == [(e.src, e.dst, e.input) for e in ioi.edges]
     assert len(_css(driver, "#nodes tbody tr")) == len(ioi.nodes)

@@ -103,3 +103,56 @@ def test_a_file_that_is_not_a_circuit_is_named(tmp_path):
     done = circuits("store", str(bad))
     assert done.returncode == 1 and f"{bad} is not a circuit JSON file" in done.stderr
     assert "missing field" in done.stderr and "Traceback" not in done.stderr
+
+
+def _with_dead_edge(circuit):
+    """``circuit`` plus an edge out of a head nothing in the circuit feeds (a no-op edge)."""
+    from discovery.circuit import Edge, Node
+
+    used = {n.name for n in circuit.nodes}
+    head = next(f"a3.h{h}" for h in range(4) if f"a3.h{h}" not in used)
+    return dataclasses.replace(circuit, nodes=circuit.nodes + (Node.parse(head),),
+                               edges=circuit.edges + (Edge.parse(f"{head}->logits"),))
+
+
+def test_store_and_prune_stored_remove_dangling_edges(cli_files, store, db, tmp_path):
+    from graphstore.store import read_circuit
+
+    model, files = cli_files
+    path, ioi = files["ioi"]
+    dead = _with_dead_edge(ioi)
+    path.write_text(dead.to_json())
+    kept = circuits("store", "--keep-dangling", str(path))
+    assert kept.returncode == 0, kept.stderr
+    assert len(read_circuit(store, ioi.id, database=db).edges) == len(ioi.edges) + 1
+
+    dry = circuits("prune-stored", "--model", model, "--dry-run")
+    assert "would change 1" in dry.stdout and len(read_circuit(store, ioi.id, database=db).edges) == len(ioi.edges) + 1
+    done = circuits("prune-stored", "--model", model)
+    assert done.returncode == 0 and "changed 1" in done.stdout, done.stdout + done.stderr
+    cleaned = read_circuit(store, ioi.id, database=db)
+    assert [e.name for e in cleaned.edges] == [e.name for e in ioi.edges]
+    assert {n.name for n in cleaned.nodes} == {n.name for n in ioi.nodes}
+    earlier = ioi.provenance.params["dangling_removed"]["edges"]  # what discovery removed already
+    assert cleaned.provenance.params["dangling_removed"]["edges"] == earlier + 1
+    assert cleaned.metrics == ioi.metrics  # the removal is exact: the metrics stand
+    assert "changed 0" in circuits("prune-stored", "--model", model).stdout  # idempotent
+
+    again = circuits("store", str(path))  # storing the file again cleans it on the way in
+    assert "removed 1 dangling edge(s) and 1 node(s)" in again.stdout
+    assert len(read_circuit(store, ioi.id, database=db).edges) == len(ioi.edges)
+
+
+def test_list_sorts_and_filters_by_either_faithfulness(cli_files):
+    model, files = cli_files
+    assert circuits("store", *(str(p) for p, _ in files.values())).returncode == 0
+    search = {c.id: c.metrics.faithfulness_search for _, c in files.values()}
+    assert all(v is not None for v in search.values())
+    rows = json.loads(circuits("list", "--model", model, "--sort", "faithfulness_search", "--json").stdout)
+    assert [r["id"] for r in rows] == sorted(search, key=search.get, reverse=True)
+    best = max(search.values())
+    only = json.loads(circuits("list", "--model", model, "--min-faithfulness-search", str(best - 1e-9),
+                               "--json").stdout)
+    assert [r["id"] for r in only] == [max(search, key=search.get)]
+    shown = circuits("list", "--model", model).stdout
+    assert "faithfulness (search metric)" in shown and "(kl)" in shown
