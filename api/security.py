@@ -31,9 +31,9 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel
 
 from api.deps import ResourcesDep
+from api.openapi import Problem
 from workers.settings import DEV_API_KEYS, Settings
 
 log = logging.getLogger("api.security")
@@ -41,17 +41,11 @@ log = logging.getLogger("api.security")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from ATLAS_API_KEYS")
 
 
-class KeyProblem(BaseModel):
-    """The JSON body of a refused key (401, 403, 429)."""
-
-    detail: str
-
-
 #: OpenAPI entries of the answers a key check may give, for a route's ``responses=``.
 AUTH_RESPONSES: dict[int | str, dict] = {
-    401: {"model": KeyProblem, "description": "No X-API-Key header, or an unknown key"},
-    403: {"model": KeyProblem, "description": "The key lacks the scope this route needs"},
-    429: {"model": KeyProblem, "description": "Too many failed keys from this address; see Retry-After"},
+    401: {"model": Problem, "description": "No X-API-Key header, or an unknown key"},
+    403: {"model": Problem, "description": "The key lacks the scope this route needs"},
+    429: {"model": Problem, "description": "Too many failed keys from this address; see Retry-After"},
 }
 
 

@@ -1,4 +1,4 @@
-"""The child process of :class:`graphstore.sandbox.CypherRunner`: one user query, then exit.
+"""The child process of :class:`graphstore.sandbox.CypherRunner`: user queries, one at a time.
 
 Run as ``python -m graphstore.sandbox_child``. It reads JSON requests on stdin, one a line (where
 to connect, the credentials, the query, its parameters and limits; credentials never appear in

@@ -119,9 +119,12 @@ def _report(client: httpx.Client, ids: dict[str, str]) -> None:
     for task, cid in ids.items():
         c = client.get(f"/v1/circuits/{cid}").raise_for_status().json()
         heads = sorted(n["name"] for n in c["nodes"] if n["kind"] == "attention")
-        rows.append([task, len(c["edges"]), c["metrics"]["faithfulness"], " ".join(heads)])
+        m = c["metrics"]
+        rows.append([task, len(c["edges"]), f"{m['faithfulness_task']:.3f} ({m['name']})",
+                     f"{m['faithfulness_search']:.3f} ({m['search_metric']})", " ".join(heads)])
     print("\ncircuits stored in Neo4j (read back through the API):")
-    print(table(["task", "edges", "faithfulness", "heads"], rows))
+    print(table(["task", "edges", "faithfulness (task metric)", "faithfulness (search metric)", "heads"],
+                rows))
     tasks, pairs = list(ids), []
     for i, a in enumerate(tasks):
         for b in tasks[i + 1:]:

@@ -17,6 +17,7 @@ from neo4j import Driver
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ResourcesDep
+from api.openapi import Problem
 from api.security import ReadCaller
 from graphstore.sandbox import Account, CypherRunner, Limits
 from workers.settings import Settings
@@ -46,14 +47,6 @@ class CypherRows(BaseModel):
     byte_cap: int
 
 
-class CypherProblem(BaseModel):
-    """Why a query did not run: ``kind`` is write, refused, syntax, parameter, timeout, memory,
-    invalid, busy or unavailable."""
-
-    detail: str
-    kind: str | None = None  # absent when the request itself was not JSON (400 before the query)
-
-
 def cypher_runner(settings: Settings, admin: Driver) -> CypherRunner:
     """The runner of users' Cypher for ``settings``; ``admin`` is the admin's driver."""
     account = Account(uri=settings.neo4j_uri, user=settings.cypher_user,
@@ -80,7 +73,10 @@ RunnerDep = Annotated[CypherRunner, Depends(_runner)]
 
 
 @router.post("", response_model=CypherRows,
-             responses={400: {"model": CypherProblem}, 503: {"model": CypherProblem}})
+             responses={400: {"model": Problem, "description": "The query cannot run here: kind "
+                              "write, refused, syntax, parameter, timeout, memory or invalid"},
+                        503: {"model": Problem, "description": "kind busy (too many queries at once) "
+                              "or unavailable (Neo4j cannot be reached)"}})
 def run(body: CypherQuery, caller: ReadCaller, runner: RunnerDep) -> Response:
     """Run ``query`` read-only (``ATLAS_CYPHER_TIMEOUT_S``, ``ATLAS_CYPHER_ROW_CAP``,
     ``ATLAS_CYPHER_BYTE_CAP``)."""
