@@ -171,11 +171,15 @@ def free_bias(w: GPT2Weights, layer: int, stage: int) -> Tensor:
 
 
 def node_inputs(outputs: Tensor, ablation: Tensor, mask: Tensor, inputs: list[int],
-                n_avail: int, ablation_sum: Tensor | None = None) -> Tensor:
+                n_avail: int, ablation_sum: Tensor | None = None,
+                scale: Tensor | None = None) -> Tensor:
     """Inputs ``[len(inputs), B, P, D]``: edge u->i carries ``outputs[u]`` where ``mask[u, i]`` is 1
     and ``ablation[u]`` where it is 0. All inputs listed share the same ``n_avail`` senders.
-    ``ablation_sum``: ``ablation[:n_avail].sum(0)`` when the caller has it already."""
+    ``ablation_sum``: ``ablation[:n_avail].sum(0)`` when the caller has it already. ``scale``
+    ``[U]``: kept edges carry ``scale[u] * outputs[u]`` instead (dose-response experiments)."""
     out, abl = outputs[:n_avail], ablation[:n_avail]
+    if scale is not None:
+        out = out * scale[:n_avail].to(out.dtype).view(-1, *([1] * (out.dim() - 1)))
     m = mask[:n_avail, inputs].to(out.dtype)  # [u, i]
     return torch.einsum("ubpd,ui->ibpd", out - abl, m) + (abl.sum(0) if ablation_sum is None else ablation_sum)
 
@@ -190,7 +194,8 @@ def forward_from(w: GPT2Weights, graph: Graph, tokens: Tensor, ablation: Tensor,
                  *, start: tuple[int, int], outputs: Tensor | None,
                  override: tuple[int, Tensor] | None = None,
                  deltas: dict[tuple[int, int], Tensor] | None = None,
-                 neurons: dict[int, tuple[Tensor, Tensor]] | None = None) -> PatchedRun:
+                 neurons: dict[int, tuple[Tensor, Tensor]] | None = None,
+                 scale: Tensor | None = None) -> PatchedRun:
     """The patched pass from ``start`` = (layer, stage) on, reusing ``outputs`` for every node
     computed before it (the suffix recomputation of fast ACDC). Stage 0: heads, 1: MLP, 2: logits.
 
@@ -198,7 +203,9 @@ def forward_from(w: GPT2Weights, graph: Graph, tokens: Tensor, ablation: Tensor,
     ``deltas[(layer, stage)]`` ``[n_inputs_of_stage, B, P, D]`` is added to that stage's inputs:
     zeros that require grad, so backward gives the gradient at every input (EAP).
     ``neurons[layer] = (mask [d_mlp], ablated [B, P, d_mlp])``: MLP ``layer``'s neurons where the
-    mask is 0 take their ablated activation (neuron-level circuits)."""
+    mask is 0 take their ablated activation (neuron-level circuits).
+    ``scale`` ``[U]`` multiplies each node's output as its receivers see it (through kept edges;
+    ``outputs`` stay unscaled): the dose-response experiments. None (the default) is scale 1."""
 
     def adjust(ks: list[int], x: Tensor, stage_key: tuple[int, int]) -> Tensor:
         if override is not None and override[0] in ks:
@@ -218,19 +225,21 @@ def forward_from(w: GPT2Weights, graph: Graph, tokens: Tensor, ablation: Tensor,
     for layer in range(start[0], n_layers):
         if (layer, 0) >= start:
             ks = graph.inputs_of_layer(layer, 0)
-            x = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]]) + free_bias(w, layer, 0)
+            x = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]],
+                            scale=scale) + free_bias(w, layer, 0)
             x = adjust(ks, x, (layer, 0))
             x = x.view(n_heads, 3, *x.shape[1:])
             outputs[up:up + n_heads] = heads_forward(w, layer, x[:, 0], x[:, 1], x[:, 2])
         up += n_heads
         if graph.shape.mlp:
             ks = graph.inputs_of_layer(layer, 1)
-            x = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]]) + free_bias(w, layer, 1)
+            x = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]],
+                            scale=scale) + free_bias(w, layer, 1)
             neuron = (neurons or {}).get(layer, (None, None))
             outputs[up] = mlp_forward(w, layer, adjust(ks, x, (layer, 1))[0], *neuron)
             up += 1
     k = graph.n_inputs - 1
-    final = node_inputs(outputs, ablation, mask, [k], graph.n_avail[k]) + free_bias(w, n_layers, 2)
+    final = node_inputs(outputs, ablation, mask, [k], graph.n_avail[k], scale=scale) + free_bias(w, n_layers, 2)
     return PatchedRun(outputs, unembed(w, adjust([k], final, (n_layers, 2))[0]))
 
 

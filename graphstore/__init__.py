@@ -5,6 +5,8 @@ argument; all Cypher lives in :mod:`graphstore.queries` and the schema is descri
 ``graphstore/SCHEMA.md``.
 
 - :mod:`graphstore.store`: write (one transaction per circuit), read, list, delete;
+- :mod:`graphstore.experiments`: competition experiments beside their circuits (one transaction
+  each, replace-on-write), read back exactly, listed, deleted;
 - :mod:`graphstore.overlap`: shared components, overlap of circuits, task x task matrix, hubs;
 - :mod:`graphstore.readonly`: users' own Cypher, read-only, with a timeout and a row cap;
 - :mod:`graphstore.sandbox`: the same in a child process (:mod:`graphstore.sandbox_child`), as

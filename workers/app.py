@@ -21,7 +21,8 @@ from workers.settings import QUEUES, Settings
 
 #: Task names, so the API can send tasks without importing their code (or torch).
 PING_TASK = "atlas.ping"
-DISCOVER_TASK = "atlas.discover"
+DISCOVER_TASK = "atlas.discover"  # the name discovery jobs had before job kinds
+JOB_TASK = "atlas.job"  # every kind of job (workers.kinds)
 
 
 def create_celery(settings: Settings) -> Celery:

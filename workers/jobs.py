@@ -177,9 +177,11 @@ class JobStore:
         return info["server_time_usec"] / 1e6 - info["uptime_in_seconds"]
 
     # -- the API's side ----------------------------------------------------------------------------
-    def create(self, job_id: str, *, spec: dict, key_id: str, queue: str, cap: int) -> bool:
-        """Record a queued job; False (nothing written) when ``key_id`` already has ``cap`` active."""
-        fields = {"id": job_id, "key_id": key_id, "spec": json.dumps(spec), "queue": queue,
+    def create(self, job_id: str, *, spec: dict, key_id: str, queue: str, cap: int,
+               kind: str = "discovery") -> bool:
+        """Record a queued job of ``kind`` (a key of :data:`workers.kinds.KINDS`); False (nothing
+        written) when ``key_id`` already has ``cap`` active."""
+        fields = {"id": job_id, "kind": kind, "key_id": key_id, "spec": json.dumps(spec), "queue": queue,
                   "state": "queued", "attempts": 0, "cancel": 0, "stage": "queued"}
         keys = [job_key(job_id), ALL_JOBS, ACTIVE, key_active(key_id), key_jobs(key_id)]
         return bool(self._create(keys=keys, args=[job_id, cap, *_pairs(fields)]))

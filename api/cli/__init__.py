@@ -8,10 +8,10 @@ import sys
 
 from pydantic import ValidationError
 
-from api.cli import demo, discover, jobs, serve, services, stored, zoo
+from api.cli import compete, demo, discover, jobs, serve, services, stored, zoo
 from api.ops.process import ServiceError
 
-_COMMANDS = (services, serve, demo, zoo, discover, stored, jobs)
+_COMMANDS = (services, serve, demo, zoo, discover, stored, jobs, compete)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,9 @@
 Starts the local services, a worker process and the API; submits IOI, induction and greater-than
 discovery jobs on ``multitask``; follows them; reads the stored circuits back; prints their overlap
 table and the heads the IOI and induction circuits share (a read-only Cypher query through the
-API); then stops the worker and the API it started (the services keep running).
+API); ends with one competition experiment on the IOI and induction circuits (POST
+/v1/experiments) and prints its headline table; then stops the worker and the API it started (the
+services keep running).
 """
 
 from __future__ import annotations
@@ -110,7 +112,25 @@ def _discover_and_compare(client: httpx.Client, args: argparse.Namespace, worker
     failed = {t: j.get("error") for t, j in finished.items() if j["state"] != "succeeded"}
     if failed:
         raise ServiceError(f"jobs did not succeed: {failed}" + (f"\n{tail(worker_log)}" if worker_log else ""))
-    _report(client, {task: job["circuit_id"] for task, job in finished.items()})
+    ids = {task: job["circuit_id"] for task, job in finished.items()}
+    _report(client, ids)
+    _compete(client, args, ids, worker_log)
+
+
+def _compete(client: httpx.Client, args: argparse.Namespace, ids: dict[str, str],
+             worker_log: Path | None) -> None:
+    """One competition experiment on the IOI and induction circuits; its headline tables."""
+    from api.cli.report import as_experiment, headline
+
+    body = {"model": args.model, "tasks": ["ioi", "induction"], "circuits": [ids["ioi"], ids["induction"]]}
+    job_id = client.post("/v1/experiments", json=body).raise_for_status().json()["id"]
+    print(f"\nsubmitted a competition experiment (ioi x induction, {job_id})", flush=True)
+    job = _follow(client, {"experiment": job_id}, args.timeout)["experiment"]
+    if job["state"] != "succeeded":
+        raise ServiceError(f"the experiment did not succeed: {job.get('error')}"
+                           + (f"\n{tail(worker_log)}" if worker_log else ""))
+    experiment = client.get(f"/v1/experiments/{job['result_id']}").raise_for_status().json()
+    print(headline(as_experiment(experiment)))
 
 
 def _report(client: httpx.Client, ids: dict[str, str]) -> None:

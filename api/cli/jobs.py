@@ -109,11 +109,18 @@ def follow(job_id: str, poll_s: float = 0.5) -> dict:
             time.sleep(poll_s)
 
 
+def _task_name(task: str | dict) -> str:
+    return task if isinstance(task, str) else f"custom:{task.get('name', '?')}"
+
+
 def _line(job: dict) -> str:
+    """One job of any kind: an experiment names its tasks joined by ``x``."""
     spec = job["spec"]
-    task = spec["task"] if isinstance(spec["task"], str) else spec["task"].get("name", "custom")
-    tail = job.get("circuit_id") or job.get("error") or (job["progress"].get("stage") or "")
-    return f"{job['id']}  {job['state']:<10} {spec['model']}/{task}/{spec['method']}  {tail}"
+    tasks = spec.get("tasks") or [spec.get("task", "?")]
+    task = " x ".join(_task_name(t) for t in tasks)
+    tail = job.get("result_id") or job.get("circuit_id") or job.get("error") or (job["progress"].get("stage") or "")
+    return (f"{job['id']}  {job.get('kind', 'discovery'):<10} {job['state']:<10} "
+            f"{spec['model']}/{task}/{spec.get('method', 'acdc')}  {tail}")
 
 
 def run_jobs(args: argparse.Namespace) -> int:

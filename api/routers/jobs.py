@@ -1,4 +1,4 @@
-"""``/v1/jobs``: submit discovery jobs, follow them, list them, cancel them.
+"""``/v1/jobs``: submit discovery jobs, follow jobs of every kind, list them, cancel them.
 
 A job is recorded in Redis (:class:`workers.jobs.JobStore`) before its task is sent to Celery by
 name (the API never imports torch). The record, not Celery's result, is what clients read: it
@@ -24,7 +24,7 @@ from api.deps import ResourcesDep
 from api.openapi import Problem
 from api.routers.circuits import MAX_OFFSET
 from api.security import Caller, ReadCaller, WriteCaller
-from workers.app import DISCOVER_TASK
+from workers.app import JOB_TASK
 from workers.jobspec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,12 @@ class Progress(BaseModel):
 
 
 class JobPublic(BaseModel):
+    """A job of any kind. ``result_id``: what it stored once succeeded (a circuit's id for a
+    discovery, an experiment's for an experiment; both equal the job's id); ``circuit_id`` is kept
+    for discovery jobs, ``circuit_ids`` lists an experiment's circuits."""
+
     id: str
+    kind: str = "discovery"  # discovery, experiment
     state: str  # queued, running, succeeded, failed, cancelled
     spec: dict[str, Any]
     queue: str
@@ -50,6 +55,8 @@ class JobPublic(BaseModel):
     attempts: int = 0
     cancel_requested: bool = False
     circuit_id: str | None = None
+    result_id: str | None = None
+    circuit_ids: list[str] | None = None
     error: str | None = None
     created_at: float
     started_at: float | None = None
@@ -69,12 +76,15 @@ def _num(value: str | None, kind: type = float) -> Any:
 
 def _public(record: dict[str, str]) -> JobPublic:
     return JobPublic(
-        id=record["id"], state=record["state"], spec=json.loads(record["spec"]), queue=record["queue"],
+        id=record["id"], kind=record.get("kind") or "discovery", state=record["state"], spec=json.loads(record["spec"]), queue=record["queue"],
         progress=Progress(stage=record.get("stage"), done=_num(record.get("done"), int),
                           total=_num(record.get("total"), int), percent=_num(record.get("percent")),
                           eta_s=_num(record.get("eta_s"))),
         attempts=_num(record.get("attempts"), int) or 0, cancel_requested=record.get("cancel") == "1",
-        circuit_id=record.get("circuit_id") or None, error=record.get("error") or None,
+        circuit_id=record.get("circuit_id") or None,
+        result_id=record.get("result_id") or record.get("circuit_id") or None,
+        circuit_ids=record["circuit_ids"].split(",") if record.get("circuit_ids") else None,
+        error=record.get("error") or None,
         created_at=float(record["created_at"]), started_at=_num(record.get("started_at")),
         finished_at=_num(record.get("finished_at")),
     )
@@ -93,7 +103,7 @@ def _send(res: ResourcesDep, job_id: str, queue: str) -> None:
     written), mark the job failed so it never runs behind the client's back, then re-raise (503).
     Should the mark fail too, the job stays queued and the workers' sweep sends it later."""
     try:
-        result = res.celery.send_task(DISCOVER_TASK, args=[job_id], queue=queue)
+        result = res.celery.send_task(JOB_TASK, args=[job_id], queue=queue)
     except Exception:
         try:
             res.jobs.finish(job_id, "", "failed", stage="failed",
@@ -104,19 +114,26 @@ def _send(res: ResourcesDep, job_id: str, queue: str) -> None:
     res.jobs.set_task(job_id, result.id)
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
-def submit(spec: JobSpec, res: ResourcesDep, caller: WriteCaller) -> JobPublic:
-    """Queue a discovery job; 202 with its id. The job goes to the ``gpu`` queue for device cuda,
-    ``cpu`` for cpu, and the configured queue for auto."""
+def submit_job(res: ResourcesDep, caller: Caller, kind: str, spec: Any) -> JobPublic:
+    """Record a job of ``kind`` (a key of :data:`workers.kinds.KINDS`) and send it; what every
+    submit route does. 429 when the key has too many jobs active."""
     job_id = str(uuid.uuid4())
     queue = spec.queue(res.settings.auto_queue)
     cap = res.settings.max_queued_per_key
-    if not res.jobs.create(job_id, spec=spec.model_dump(), key_id=caller.key_id, queue=queue, cap=cap):
+    if not res.jobs.create(job_id, spec=spec.model_dump(), key_id=caller.key_id, queue=queue, cap=cap,
+                           kind=kind):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                             detail=f"this API key already has {cap} jobs queued or running; wait for "
                                    "some to finish or cancel them (ATLAS_MAX_QUEUED_PER_KEY)")
     _send(res, job_id, queue)
     return _public(_record(res, job_id, caller))
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+def submit(spec: JobSpec, res: ResourcesDep, caller: WriteCaller) -> JobPublic:
+    """Queue a discovery job; 202 with its id. The job goes to the ``gpu`` queue for device cuda,
+    ``cpu`` for cpu, and the configured queue for auto. Experiments: POST /v1/experiments."""
+    return submit_job(res, caller, "discovery", spec)
 
 
 @router.get("", response_model=JobPage)

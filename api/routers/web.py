@@ -1,4 +1,4 @@
-"""``GET /``: the web page (``api/web``: one HTML file, one script, one stylesheet; no build step,
+"""``GET /``: the web page (``api/web``: one HTML file, three scripts, one stylesheet; no build step,
 nothing fetched from outside the server). The page asks for an API key and calls ``/v1`` with it."""
 
 from __future__ import annotations
@@ -31,6 +31,6 @@ def index() -> FileResponse:
 
 
 @router.get("/web/{name}")
-def asset(name: Literal["app.js", "app.css"]) -> FileResponse:
-    """The page's script and stylesheet (only these two names)."""
+def asset(name: Literal["app.js", "charts.js", "experiments.js", "app.css"]) -> FileResponse:
+    """The page's scripts and stylesheet (only these names)."""
     return _file(name)

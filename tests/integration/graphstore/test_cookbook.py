@@ -115,6 +115,7 @@ def test_cookbook_query(real_circuits, store, db, index):
 
 def test_schema_examples_run_and_find_something(real_circuits, store, db):
     text = (Path(__file__).resolve().parents[3] / "graphstore" / "SCHEMA.md").read_text()
+    text = text.split("\n## Experiments\n", 1)[0]  # test_experiments_cookbook.py runs those
     queries = re.findall(r"```cypher\n(.*?)```", text, re.S)
     ioi, ind = real_circuits["ioi"], real_circuits["induction"]
     params = {"circuit_id": ioi.id, "model": ioi.provenance.model, "task": "ioi", "method": "acdc",

@@ -1,6 +1,7 @@
-"""Every Cypher statement of circuit-atlas, in one place. Values always travel as ``$params``;
-the only text ever built is a node label, and it comes from the fixed table below, never from
-user input. The schema these statements assume is written down in ``graphstore/SCHEMA.md``.
+"""The Cypher of circuits: schema, writing, reading, deleting and comparing them. Values always
+travel as ``$params``; the only text ever built is a node label, and it comes from the fixed table
+below, never from user input. The schema these statements assume is written down in
+``graphstore/SCHEMA.md``; import it as :mod:`graphstore.queries` (which re-exports every name).
 
 Edges of a circuit are ``FEEDS`` relationships between shared components, told apart by their
 ``circuit`` property; "the edges of circuit X" is always an index seek on ``FEEDS.circuit``.
@@ -127,16 +128,17 @@ DETACH DELETE c
 RETURN neurons, others, models, tasks
 """
 
-#: Components among ``$uids`` that no circuit includes and no neuron sits in.
+#: Components among ``$uids`` that no circuit includes, no neuron sits in and no experiment
+#: measured (an experiment's results outlive the circuits it tested).
 PRUNE_COMPONENTS = """
 UNWIND $uids AS uid
 MATCH (n:Component {uid: uid})
-WHERE NOT (n)<-[:INCLUDES]-() AND NOT (n)<-[:IN]-()
+WHERE NOT (n)<-[:INCLUDES]-() AND NOT (n)<-[:IN]-() AND NOT (n)<-[:MEASURED]-()
 DETACH DELETE n
 RETURN count(n) AS pruned
 """
 
-#: Models and tasks among ``$models`` / ``$tasks`` that no circuit refers to any more.
+#: Models and tasks among ``$models`` / ``$tasks`` that no circuit (nor experiment) refers to.
 PRUNE_OWNERS = """
 CALL () {
   UNWIND $models AS id

@@ -1,0 +1,63 @@
+"""Every Cypher statement of circuit-atlas, in one place: :mod:`.circuits` (circuits: schema,
+writing, reading, comparing) and :mod:`.experiments` (competition experiments). Values always travel
+as ``$params``; the only text ever built is a node label from the fixed table ``KIND_LABELS``.
+Import it as ``from graphstore import queries`` and use ``queries.X``: every name of both modules
+is here, and ``SCHEMA`` holds the constraints and indexes of both.
+"""
+
+from __future__ import annotations
+
+from graphstore.queries.circuits import (
+    CIRCUIT_INFO,
+    CLEAR_EDGES,
+    CREATE_EDGES,
+    DELETE_CIRCUIT,
+    EDGE_OVERLAP,
+    HUBS,
+    KIND_LABELS,
+    LINK_NEURONS,
+    LIST_SORTS,
+    LOCK_CIRCUIT,
+    MATRIX_CIRCUITS,
+    MERGE_CIRCUIT,
+    NODE_OVERLAP_BY_LAYER,
+    PAIR_SHARED_EDGES,
+    PAIR_SHARED_NODES,
+    PING,
+    PRUNE_COMPONENTS,
+    PRUNE_OWNERS,
+    READ_CIRCUIT,
+    SHARED_COMPONENTS,
+    UNIQUE_COMPONENTS,
+    list_circuits,
+    merge_components,
+)
+from graphstore.queries.circuits import SCHEMA as CIRCUIT_SCHEMA
+from graphstore.queries.experiments import (
+    CIRCUIT_MODELS,
+    CLEAR_PAIRS,
+    COUNT_EXPERIMENTS,
+    CREATE_PAIRS,
+    DELETE_EXPERIMENT,
+    EXPERIMENT_EXISTS,
+    EXPERIMENT_SCHEMA,
+    LIST_EXPERIMENTS,
+    LOCK_EXPERIMENT,
+    MERGE_EXPERIMENT,
+    READ_EXPERIMENT,
+    merge_measured,
+)
+
+#: Constraints and indexes of circuits and experiments (``store.ensure_schema`` runs them all).
+SCHEMA: tuple[str, ...] = CIRCUIT_SCHEMA + EXPERIMENT_SCHEMA
+
+__all__ = [
+    "CIRCUIT_INFO", "CIRCUIT_MODELS", "CIRCUIT_SCHEMA", "CLEAR_EDGES", "CLEAR_PAIRS",
+    "COUNT_EXPERIMENTS", "CREATE_EDGES", "CREATE_PAIRS", "DELETE_CIRCUIT", "DELETE_EXPERIMENT",
+    "EDGE_OVERLAP", "EXPERIMENT_EXISTS", "EXPERIMENT_SCHEMA", "HUBS", "KIND_LABELS", "LINK_NEURONS",
+    "LIST_EXPERIMENTS", "LIST_SORTS", "LOCK_CIRCUIT", "LOCK_EXPERIMENT", "MATRIX_CIRCUITS",
+    "MERGE_CIRCUIT", "MERGE_EXPERIMENT", "NODE_OVERLAP_BY_LAYER", "PAIR_SHARED_EDGES",
+    "PAIR_SHARED_NODES", "PING", "PRUNE_COMPONENTS", "PRUNE_OWNERS", "READ_CIRCUIT",
+    "READ_EXPERIMENT", "SCHEMA", "SHARED_COMPONENTS", "UNIQUE_COMPONENTS", "list_circuits",
+    "merge_components", "merge_measured",
+]
