@@ -87,8 +87,11 @@ def serves_and_hurts(experiment: Experiment, role: ComponentRole) -> tuple[list[
     pushes against on the conflict prompts when it is competitive, and the tasks whose metric its
     ablation significantly raises. Both in the experiment's task order."""
     alpha = experiment.alpha_level
-    serves = {t for t, e in role.effects.items()
-              if significantly_hurt(e, role.effect_controls.get(t), alpha)}
+    if role.effect_states:  # the library's own per-task decision (p and the margin over noise)
+        serves = {t for t, state in role.effect_states.items() if state == "supported"}
+    else:  # experiments stored before it was kept: the p-value alone
+        serves = {t for t, e in role.effects.items()
+                  if significantly_hurt(e, role.effect_controls.get(t), alpha)}
     hurts = {t for t, e in role.effects.items()
              if significantly_helped(e, role.effect_controls.get(t), alpha)}
     if role.role == "competitive" and role.favours is not None:

@@ -2,9 +2,14 @@
 as their receivers see them (``forward_from(scale=...)``; a neuron through its activation). The
 hypothesis predicts that amplifying t's unique parts raises t's win rate on the conflict prompts.
 
-Statistic: Spearman's rho between alpha and the t-oriented mean conflict logit difference, with
-an exact one-sided permutation p over every ordering of the alphas (seeded sampling beyond
-:data:`EXACT_UP_TO` alphas)."""
+Two statistics, both of which must hold (an intersection-union test, so its p is the larger of
+the two): Spearman's rho between alpha and the t-oriented mean conflict logit difference, with an
+exact one-sided permutation p over every ordering of the alphas (seeded sampling beyond
+:data:`EXACT_UP_TO` alphas); and an exact sign test on the prompts whose winner changes between
+the smallest and the largest alpha (more flips towards t than away from it). The second is there because
+a trend in the logit difference alone can come from anything that grows the residual's norm (a
+scaled component that writes nothing the logits read shrinks every logit a little): the claim is
+about who wins, so the winners must change."""
 
 from __future__ import annotations
 
@@ -69,23 +74,35 @@ def dose_response(ctx: Context, sets: ComponentSets, conflict: Runner, task: str
     a, b = sets.pair.split("|")
     other = b if task == a else a
     unique = sets.nodes[f"{task}-{other}"]
-    points = []
+    points, wins = [], {}
     for alpha in ctx.alphas:
         metrics = {t: float(ctx.runners[t].scaled(unique, alpha)["metric"].mean()) for t in (a, b)}
         measured = conflict.scaled(unique, alpha)
+        wins[float(alpha)] = [bool(w) for w in wins_of(measured, task, a).tolist()]
         points.append(DosePoint(alpha=float(alpha), metrics=metrics,
-                                win_rate=float(wins_of(measured, task, a).mean()),
+                                win_rate=float(statistics.fmean(wins[float(alpha)])),
                                 logit_diff=float(measured["diff"].mean())))
-    verdict = _verdict(ctx, sets.pair, task, unique, points)
+    verdict = _verdict(ctx, sets.pair, task, unique, points, wins)
     return DoseResponse(pair=sets.pair, scaled_task=task, components=tuple(unique),
                         points=tuple(points), verdict=verdict)
 
 
+def flip_test(before: Sequence[bool], after: Sequence[bool]) -> tuple[int, int, float]:
+    """Prompts that t starts winning and stops winning between two conditions, and the exact
+    one-sided sign-test p of at least that many gains among the changed prompts (1 if none)."""
+    gained = sum((not x) and y for x, y in zip(before, after, strict=True))
+    lost = sum(x and (not y) for x, y in zip(before, after, strict=True))
+    n = gained + lost
+    p = 1.0 if n == 0 else sum(math.comb(n, k) for k in range(gained, n + 1)) / 2 ** n
+    return gained, lost, p
+
+
 def _verdict(ctx: Context, pair: str, task: str, unique: Sequence[str],
-             points: Sequence[DosePoint]) -> Verdict:
+             points: Sequence[DosePoint], wins: dict[float, list[bool]]) -> Verdict:
     a = pair.split("|")[0]
-    claim = f"amplifying {task}'s unique components raises {task}'s win rate"
-    statistic = f"Spearman rho (alpha, mean conflict logit difference towards {task})"
+    claim = f"amplifying {task}'s unique components raises {task}'s win rate (smallest to largest alpha)"
+    statistic = (f"Spearman rho (alpha, mean conflict logit difference towards {task}); p = max of its "
+                 "permutation p and the sign test on prompts whose winner changes")
     control = f"exact permutation p over all {math.factorial(len(points))} orderings of the alphas" \
         if len(points) <= EXACT_UP_TO else f"permutation p over {N_SAMPLED} seeded orderings"
     if not unique:
@@ -97,15 +114,18 @@ def _verdict(ctx: Context, pair: str, task: str, unique: Sequence[str],
     sign = 1.0 if task == a else -1.0
     alphas = [p.alpha for p in points]
     rho, p = spearman(alphas, [sign * q.logit_diff for q in points], f"{ctx.seed}/{pair}/{task}/dose")
-    top = max(points, key=lambda q: q.alpha)
+    top, low = max(points, key=lambda q: q.alpha), min(points, key=lambda q: q.alpha)
     ref = min(points, key=lambda q: (abs(q.alpha - 1.0), q.alpha))
     change = (f"win rate of {task} {ref.win_rate:.3f} at alpha {ref.alpha:g} -> {top.win_rate:.3f} "
               f"at alpha {top.alpha:g} ({top.win_rate - ref.win_rate:+.3f}); mean logit diff "
               f"towards {task} {sign * ref.logit_diff:.4g} -> {sign * top.logit_diff:.4g}")
+    gained, lost, p_flip = flip_test(wins[low.alpha], wins[top.alpha])
+    change += (f"; win rate {low.win_rate:.3f} at alpha {low.alpha:g}: {gained} prompts won and "
+               f"{lost} lost from alpha {low.alpha:g} to {top.alpha:g} (sign test p = {p_flip:.3g})")
     if rho is None:
         return Verdict(claim, "not supported", statistic, None, None, control,
                        f"the logit difference does not change with alpha; {change}")
-    ok = rho > 0 and p is not None and p <= ctx.alpha_level and top.win_rate >= ref.win_rate
-    return Verdict(claim, "supported" if ok else "not supported", statistic, rho, p, control,
-                   change if ok else f"needs rho > 0, p <= {ctx.alpha_level} and no loss of win "
-                   f"rate at the largest alpha; {change}")
+    p_both = max(p, p_flip) if p is not None else None
+    ok = rho > 0 and p_both is not None and p_both <= ctx.alpha_level
+    return Verdict(claim, "supported" if ok else "not supported", statistic, rho, p_both, control,
+                   change if ok else f"needs rho > 0 and both p <= {ctx.alpha_level}; {change}")

@@ -1,5 +1,6 @@
-"""The cross-task ablation matrix (every set of a pair ablated, each task of the pair measured on
-its own prompts, against random sets of the same size and kind) and cross-task faithfulness
+"""The cross-task ablation matrix (every set of a pair ablated, every task of the experiment
+measured on its own prompts, against random sets of the same size and kind: with three or more
+tasks, a pair's sets are measured on the third task's prompts too) and cross-task faithfulness
 (circuit A alone on task B's prompts)."""
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def observe(ctx: Context, sets: ComponentSets) -> None:
     a, b = sets.pair.split("|")
     for kind in ("nodes", "edges"):
         for set_name in set_names(a, b):
-            for task in (a, b):
+            for task in ctx.tasks:
                 ablate(ctx.runners[task], members_of(sets, set_name, kind), kind)  # type: ignore[arg-type]
 
 
@@ -71,10 +72,10 @@ def _spell(members: frozenset[str], kind: str) -> str:
 
 
 def cells(ctx: Context, sets: ComponentSets) -> list[AblationCell]:
-    """Every set x kind x task cell of one pair, in a fixed order."""
+    """Every set x kind x task cell of one pair (every task of the experiment), in a fixed order."""
     a, b = sets.pair.split("|")
     return [cell(ctx, sets, set_name, kind, task)  # type: ignore[arg-type]
-            for kind in ("nodes", "edges") for set_name in set_names(a, b) for task in (a, b)]
+            for kind in ("nodes", "edges") for set_name in set_names(a, b) for task in ctx.tasks]
 
 
 def cross_faithfulness(ctx: Context) -> list[CrossFaithfulness]:

@@ -142,7 +142,9 @@ class ComponentRole:
     logit(a) - logit(b) on the conflict prompts (mean, t statistic over prompts, two-sided
     sign-flip p-value). ``conflict_shift``: change of the mean conflict logit difference when it
     is ablated (positive: its ablation moves the prompts towards a), with its control.
-    ``favours``: the task whose answer it pushes (None when it pushes neither significantly)."""
+    ``favours``: the task whose answer it pushes (None when it pushes neither significantly).
+    ``conflict_control.p_value`` is two-sided (a shift either way counts), unlike the one-sided
+    p of ablation effects."""
 
     pair: str
     name: str
@@ -158,6 +160,9 @@ class ComponentRole:
     conflict_shift: float
     conflict_control: ControlStats | None
     verdict: Verdict
+    #: per task, the state of "ablating it hurts <task> more than a random component of its kind"
+    #: (the test behind ``hurts`` in the role; empty in experiments made before it was kept)
+    effect_states: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

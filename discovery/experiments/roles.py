@@ -76,6 +76,7 @@ def role_of(ctx: Context, sets: ComponentSets, conflict: Runner, name: str, dla:
                          role=role, favours=favours, effects=effects, effect_controls=controls,
                          dla_mean=mean, dla_t=t, dla_p=p, conflict_shift=shift,
                          conflict_control=shift_control,
+                         effect_states={t: v.state for t, v in verdicts.items()},
                          verdict=_verdict(name, role, favours, verdicts, mean, t, p, ctx.alpha_level))
 
 

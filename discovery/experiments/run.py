@@ -156,7 +156,7 @@ def _plan(request: ExperimentRequest, pairs: list, sets: dict) -> int:
     for a, b in pairs:
         s = sets[pair_key(a, b)]
         members = len(set(s.nodes[a]) | set(s.nodes[b]))
-        total += 20 * (1 + n) + 1 + members * 3 * (1 + n) + 2 * (1 + n) + 2 * len(request.alphas) * 3
+        total += 10 * len(request.tasks) * (1 + n) + 1 + members * 3 * (1 + n) + 2 * (1 + n) + 2 * len(request.alphas) * 3
     return total
 
 

@@ -126,11 +126,11 @@ def test_second_pair_on_given_circuits_twice_gives_identical_numbers(stack, firs
 
 def test_killed_mid_run_completes_once_after_a_restart(stack, first, neo4j_driver, settings):
     ids = [first["experiment"]["circuits"]["ioi"], first["experiment"]["circuits"]["induction"]]
-    body = {"model": "multitask", "tasks": ["ioi", "induction"], "circuits": ids, "n_controls": 400,
-            "n_prompts": 60, "n_conflicts": 60}
+    body = {"model": "multitask", "tasks": ["ioi", "induction"], "circuits": ids, "n_controls": 60,
+            **FAST}  # ~15 s: long enough to be caught mid-run
     with stack.client() as client:
         job_id = client.post("/v1/experiments", json=body).raise_for_status().json()["id"]
-        wait(client, job_id, lambda j: (j["progress"]["percent"] or 0) > 0 and not finished(j), timeout=120)
+        wait(client, job_id, lambda j: j["progress"]["stage"] == "controls" and not finished(j), timeout=120)
         os.killpg(stack.worker.pid, signal.SIGKILL)  # the whole worker: main process and pool
         stack.worker.wait()
         time.sleep(1)
@@ -189,3 +189,29 @@ def test_circuits_of_another_model_are_refused(stack, first, foreign_circuit):
     detail = response.json()["detail"][0]
     assert detail["loc"] == ["body", "circuits", 0] and "induction-gt" in detail["msg"]
     assert missing.status_code == 404 and "no experiment" in missing.json()["detail"]
+
+
+def test_circuits_compete_waits_prints_and_writes_the_report(stack, first, successor_circuit, tmp_path):
+    """The CLI against the real API and worker: progress, the headline tables, PNG + markdown + JSON."""
+    import json
+    import subprocess
+    import sys
+
+    from discovery.experiments.result import Experiment
+    from tests.conftest import ROOT
+
+    ids = f"{successor_circuit},{first['experiment']['circuits']['induction']}"
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "compete", "--api", stack.api.url, "--key", "atlas-dev-write",
+         "--model", "multitask", "--tasks", "successor,induction", "--circuits", ids,
+         "--n-prompts", "24", "--n-conflicts", "24", "--wait", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, **stack.env})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "successor|induction" in done.stdout and "dose" in done.stdout.lower()
+    written = {p.suffix: p for p in tmp_path.iterdir()}
+    assert set(written) == {".png", ".md", ".json"}
+    assert written[".png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    experiment = Experiment.from_json(written[".json"].read_text())
+    assert experiment.circuits["successor"] == successor_circuit
+    assert "What it does not show" in written[".md"].read_text()
+    assert json.loads(written[".json"].read_text())["id"] == experiment.id

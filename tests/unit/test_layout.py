@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("discovery", "graphstore", "workers", "api")
 
 # What each package may import from the project (imports flow api -> workers -> graphstore -> discovery).
+# The graph store knows the shared, torch-free data types only: circuits and experiments.
 ALLOWED = {
     "discovery": {"discovery"},
-    "graphstore": {"graphstore", "discovery.circuit"},
+    "graphstore": {"graphstore", "discovery.circuit", "discovery.experiments.result"},
     "workers": {"workers", "discovery", "graphstore"},
     "api": {"api", "workers", "graphstore", "discovery"},
 }
