@@ -140,7 +140,7 @@ class JobRun:
         """Enter a stage (``loading model``, ``searching`` ...); a cancel stops the job here. With
         Redis down, the stage is published by the next beat that gets through."""
         self.check()
-        self.fields["stage"] = name
+        self.fields.update(stage=name, done="", total="", percent="", eta_s="")
         self.started = None  # percent and ETA are per stage
         self.beat()
         self.check()

@@ -31,7 +31,7 @@ from discovery.experiments.dla import attribution, component_dla, conflict_summa
 from discovery.experiments.dose import dose_response
 from discovery.experiments.matrix import cells, cross_faithfulness, observe
 from discovery.experiments.pairs import pair_summary
-from discovery.experiments.result import Experiment, ExperimentProvenance, pair_key
+from discovery.experiments.result import Experiment, ExperimentProvenance, discovered_circuit_id, pair_key
 from discovery.experiments.roles import component_roles
 from discovery.experiments.sets import component_sets
 from discovery.graph import Graph
@@ -105,6 +105,11 @@ class _Clock:
     def enter(self, name: str) -> None:
         self.close()
         self._name, self._since = name, time.monotonic()
+        if self._stage is not None:
+            self._stage(name)
+
+    def announce(self, name: str) -> None:
+        """Name a step within the current stage (not timed on its own)."""
         if self._stage is not None:
             self._stage(name)
 
@@ -261,13 +266,14 @@ def _circuits(request, model, data, specs, given, experiment_id, progress, clock
     missing = [t for t in data if t not in circuits]
     if missing:
         clock.enter("discovering")
-    for task in missing:
+    for i, task in enumerate(missing):
+        clock.announce(f"discovering {task} ({i + 1}/{len(missing)})")  # each search counts afresh
         found = discover(DiscoveryRequest(
             model=request.model, task=specs[task], method=request.method, threshold=request.threshold,
             metric=request.metric, ablation=request.ablation, n_prompts=request.n_prompts,
             seed=request.seed, device=request.device, ig_steps=request.ig_steps),
             progress=progress, model=model, data=data[task])
-        found = replace(found, id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{experiment_id}/{task}")))
+        found = replace(found, id=discovered_circuit_id(experiment_id, task))
         circuits[task] = discovered[task] = found
     return discovered, circuits
 
