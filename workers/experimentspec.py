@@ -19,7 +19,7 @@ from discovery.experiments.result import pair_key
 from discovery.tasks import TASKS
 from discovery.tasks.base import METRICS, TaskData, TaskValidationError
 from discovery.tasks.custom import custom_name, parse_custom_task
-from workers.jobspec import MAX_SEED, MAX_SPEC_BYTES, MAX_THRESHOLD, Device, _echo
+from workers.jobspec import MAX_SEED, MAX_THRESHOLD, Device, _echo, small_enough
 
 #: At most this many tasks in one experiment (pairs grow as n^2, controls with them).
 MAX_TASKS = 6
@@ -63,11 +63,7 @@ class ExperimentSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _small_enough(cls, data: Any) -> Any:
-        size = len(json.dumps(data, separators=(",", ":"), default=str)) if isinstance(data, dict) else 0
-        if size > MAX_SPEC_BYTES:
-            raise ValueError(f"the experiment spec is {size} bytes of JSON; at most {MAX_SPEC_BYTES} "
-                             "are accepted")
-        return data
+        return small_enough(data, "experiment spec")
 
     @field_validator("model")
     @classmethod

@@ -25,6 +25,15 @@ MAX_SPEC_BYTES = 512_000
 _ECHO = 60
 
 
+def small_enough(data: Any, what: str) -> Any:
+    """``data`` unchanged, or a ValueError when its compact JSON passes :data:`MAX_SPEC_BYTES`."""
+    size = len(json.dumps(data, separators=(",", ":"), default=str)) if isinstance(data, dict) else 0
+    if size > MAX_SPEC_BYTES:
+        raise ValueError(f"the {what} is {size} bytes of JSON; at most {MAX_SPEC_BYTES} are "
+                         "accepted (a custom task of up to 2000 short pairs fits)")
+    return data
+
+
 def _echo(value: str) -> str:
     """``value`` for an error message, cut short: a 100,000-character name is not repeated."""
     return repr(value[:_ECHO] + ("..." if len(value) > _ECHO else ""))
@@ -56,11 +65,7 @@ class JobSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _small_enough(cls, data: Any) -> Any:
-        size = len(json.dumps(data, separators=(",", ":"), default=str)) if isinstance(data, dict) else 0
-        if size > MAX_SPEC_BYTES:
-            raise ValueError(f"the job spec is {size} bytes of JSON; at most {MAX_SPEC_BYTES} are "
-                             "accepted (a custom task of up to 2000 short pairs fits)")
-        return data
+        return small_enough(data, "job spec")
 
     @field_validator("model")
     @classmethod

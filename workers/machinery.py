@@ -140,8 +140,8 @@ class JobRun:
         """Enter a stage (``loading model``, ``searching`` ...); a cancel stops the job here. With
         Redis down, the stage is published by the next beat that gets through."""
         self.check()
-        self.fields.update(stage=name, done="", total="", percent="", eta_s="")
-        self.started = None  # percent and ETA are per stage
+        self.fields["stage"] = name
+        self.started = None  # the ETA is per stage (a stage's own progress reports reset the rest)
         self.beat()
         self.check()
 

@@ -196,6 +196,8 @@ def compete(request: ExperimentRequest, *, circuits: dict[str, Circuit] | None =
     passes.total = _plan(request, pairs, sets)
 
     clock.enter("ablation matrix")
+    if progress is not None:  # the count starts afresh after discovery's own
+        progress(0, passes.total)
     for s in sets.values():
         observe(ctx, s)
     cross = cross_faithfulness(ctx)

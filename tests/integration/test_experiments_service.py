@@ -215,3 +215,18 @@ def test_circuits_compete_waits_prints_and_writes_the_report(stack, first, succe
     assert experiment.circuits["successor"] == successor_circuit
     assert "What it does not show" in written[".md"].read_text()
     assert json.loads(written[".json"].read_text())["id"] == experiment.id
+
+
+def test_cancel_a_running_experiment_stores_nothing(stack, neo4j_driver, settings):
+    from discovery.experiments.result import discovered_circuit_id
+
+    body = {"model": "multitask", "tasks": ["ioi", "induction"], "n_controls": 60, **FAST}
+    with stack.client() as client:
+        job_id = client.post("/v1/experiments", json=body).raise_for_status().json()["id"]
+        wait(client, job_id, lambda j: j["progress"]["stage"] in ("ablation matrix", "controls"), timeout=120)
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 202
+        job = wait(client, job_id, finished, timeout=30)
+    assert job["state"] == "cancelled", job
+    assert count(neo4j_driver, settings, "MATCH (e:Experiment {id: $id}) RETURN count(e) AS n", id=job_id) == 0
+    ids = [discovered_circuit_id(job_id, t) for t in ("ioi", "induction")]
+    assert count(neo4j_driver, settings, "MATCH (c:Circuit) WHERE c.id IN $ids RETURN count(c) AS n", ids=ids) == 0

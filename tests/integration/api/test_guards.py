@@ -25,18 +25,23 @@ READ_ROUTES = [
     ("POST", "/v1/cypher", {"query": "RETURN 1 AS one"}),
     ("GET", "/v1/jobs", None),
     ("GET", "/v1/jobs/{job_id}", None),
+    ("GET", "/v1/experiments", None),
+    ("GET", "/v1/experiments/{experiment_id}", None),
 ]
 WRITE_ROUTES = [
     ("DELETE", "/v1/circuits/{circuit_id}", None),
     ("POST", "/v1/jobs", {"model": "none", "task": "ioi"}),
     ("DELETE", "/v1/jobs/{job_id}", None),
+    ("POST", "/v1/experiments", {"model": "none", "tasks": ["ioi", "induction"]}),
+    ("DELETE", "/v1/experiments/{experiment_id}", None),
 ]
 ALL_ROUTES = READ_ROUTES + WRITE_ROUTES
 
 
 def _send(client: httpx.Client, method: str, path: str, body: dict | None,
           key: str | None) -> httpx.Response:
-    url = path.format(circuit_id=f"none-{uuid.uuid4().hex[:6]}", model="none", job_id="none")
+    url = path.format(circuit_id=f"none-{uuid.uuid4().hex[:6]}", model="none", job_id="none",
+                      experiment_id=f"none-{uuid.uuid4().hex[:6]}")
     headers = {"X-API-Key": key} if key is not None else {}
     return client.request(method, url, json=body, headers=headers)
 
