@@ -67,7 +67,7 @@ def main() -> None:
             circuits = circuits or {t: result.discovered[t] for t in (a, b)}
             timings = dict(exp.provenance.timings)
             for stage, seconds in timings.items():
-                print(f"| {a} x {b} | {how} | {stage} | {seconds:.2f} | {seconds / total:.0%} | | |")
+                print(f"| {a} x {b} | {how} | {stage.removesuffix('_s')} | {seconds:.2f} | {seconds / total:.0%} | | |")
             print(f"| {a} x {b} | {how} | **total** | {total:.2f} | 100% | "
                   f"{exp.provenance.forward_passes} | {total / base:.0f}x |")
 
