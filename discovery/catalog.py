@@ -12,6 +12,19 @@ SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models"
 #: Discovery methods by name (the keys of :data:`discovery.algorithms.ALGORITHMS`, which loads torch).
 METHODS: tuple[str, ...] = ("acdc", "acdc-reference", "eap", "eap-ig", "eap-ig+acdc")
 ABLATIONS: tuple[str, ...] = ("corrupt", "mean", "zero")
+#: The Hugging Face classes the patched forward has an adapter for (the keys of
+#: :data:`discovery.arch.ADAPTERS`, which loads torch; a test keeps the two equal).
+EDGE_ARCHITECTURES: tuple[str, ...] = ("GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM",
+                                       "Qwen2ForCausalLM", "GPTNeoXForCausalLM")
+
+
+def unsupported_architecture(config: dict[str, Any]) -> str | None:
+    """Why a model of this ``config.json`` cannot be searched edge by edge, or None when it can."""
+    archs = config.get("architectures") or []
+    if not archs or any(a in EDGE_ARCHITECTURES for a in archs):
+        return None
+    return (f"its architecture {', '.join(archs)} has no adapter for edge-level discovery; "
+            f"supported: {', '.join(EDGE_ARCHITECTURES)}")
 
 
 def shipped_models() -> dict[str, Path]:
@@ -30,8 +43,11 @@ def model_summary(name: str) -> dict[str, Any]:
     extra = config.get("circuit_atlas", {})
     return {
         "name": name,
-        "n_layers": config.get("n_layer"), "n_heads": config.get("n_head"),
-        "d_model": config.get("n_embd"), "n_ctx": config.get("n_positions"),
+        # GPT-2 names first, then the Llama / GPT-NeoX ones (models/multitask-llama, -pythia)
+        "n_layers": config.get("n_layer", config.get("num_hidden_layers")),
+        "n_heads": config.get("n_head", config.get("num_attention_heads")),
+        "d_model": config.get("n_embd", config.get("hidden_size")),
+        "n_ctx": config.get("n_positions", config.get("max_position_embeddings")),
         "attn_only": bool(extra.get("attn_only", False)),
         "weights_sha256": card.get("weights_sha256"),
         "eval": card.get("eval", {}),

@@ -42,6 +42,7 @@ class GraphShape:
     n_layers: int
     n_heads: int
     mlp: bool = True  # False for attention-only models
+    parallel: bool = False  # GPT-NeoX/Pythia: a layer's MLP reads what its heads read, not their output
 
     def upstream(self) -> list[str]:
         """Every node with an output, in topological order: embed, then per layer heads and MLP."""
@@ -56,15 +57,17 @@ class GraphShape:
         """Every edge name: each upstream output to each later input (q/k/v of heads, MLP, logits).
 
         Heads of one layer read the residual before any of them writes; an MLP reads after its
-        layer's heads. GPT-2 small's shape (12 x 12, MLPs) has 32,491 edges."""
+        layer's heads (with ``parallel``, what its heads read). GPT-2 small's shape (12 x 12, MLPs)
+        has 32,491 edges."""
         names: list[str] = []
         upstream = ["embed"]
         for layer in range(self.n_layers):
             heads = [head_name(layer, h) for h in range(self.n_heads)]
             names += [f"{src}->{dst}<{x}>" for dst in heads for x in "qkv" for src in upstream]
+            mlp_reads = upstream if self.parallel else upstream + heads
             upstream = upstream + heads
             if self.mlp:
-                names += [f"{src}->{mlp_name(layer)}" for src in upstream]
+                names += [f"{src}->{mlp_name(layer)}" for src in mlp_reads]
                 upstream = upstream + [mlp_name(layer)]
         return names + [f"{src}->logits" for src in upstream]
 
@@ -208,6 +211,7 @@ class Provenance:
     task: str
     method: str
     model_sha256: str = ""
+    architecture: str = ""  # the Hugging Face class, e.g. GPT2LMHeadModel, LlamaForCausalLM
     dataset_hash: str = ""
     threshold: float | None = None
     search_metric: str | None = None

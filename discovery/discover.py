@@ -16,11 +16,11 @@ import torch
 
 from discovery.algorithms import AlgorithmConfig, get_algorithm
 from discovery.algorithms.base import Progress
-from discovery.circuit import Circuit, GraphShape, Node
+from discovery.arch import graph_shape, read_weights
+from discovery.circuit import Circuit, Node
 from discovery.evaluate import evaluate
 from discovery.graph import Graph
 from discovery.models import LoadedModel, load_model
-from discovery.patching import GPT2Weights
 from discovery.problem import Problem
 from discovery.prune import prune_edges
 from discovery.tasks import get_task
@@ -78,10 +78,14 @@ def task_data(task: str, model: LoadedModel | None, n: int, seed: int) -> TaskDa
     return get_task(task).generate(n, seed=seed, split="test", options=options)
 
 
+def hf_model_of(model: LoadedModel):  # noqa: ANN201 - a transformers PreTrainedModel
+    """The loaded model's ``transformers`` model (what the patched forward reads)."""
+    return getattr(model, "hf_model", None) or model.bridge.original_model
+
+
 def build_problem(model: LoadedModel, data: TaskData, *, metric: str, ablation: str) -> Problem:
-    cfg = model.bridge.cfg
-    graph = Graph(GraphShape(cfg.n_layers, cfg.n_heads, mlp=not model.attn_only))
-    weights = GPT2Weights.from_hf(model.bridge.original_model)
+    weights = read_weights(hf_model_of(model))  # UnsupportedModelError names the class and the supported ones
+    graph = Graph(graph_shape(weights, mlp=not model.attn_only))
     batch = tokenize_task(data, model.tokenizer, n_ctx=model.n_ctx).to(model.device)
     return Problem.build(weights, graph, batch, metric=metric, ablation=ablation)  # type: ignore[arg-type]
 
@@ -174,7 +178,7 @@ def _provenance(request, model, data, problem, *, timings, stats, pruned):
 
     return Provenance(
         model=model.name, task=data.name, method=request.method, model_sha256=model.sha256,
-        dataset_hash=problem.batch.data.dataset_hash, threshold=request.threshold,
+        architecture=type(hf_model_of(model)).__name__, dataset_hash=problem.batch.data.dataset_hash, threshold=request.threshold,
         search_metric=problem.metric, ablation=request.ablation,
         prepend_bos=problem.batch.prepend_bos, tokenizer_sha256=tokenizer_sha256(model.tokenizer),
         edge_order=EDGE_ORDERS.get(request.method),

@@ -70,7 +70,7 @@ def to_mib_json(circuit: Circuit) -> dict[str, Any]:
         edges[_to_mib(name)] = {"score": _json_float(score), "in_graph": name in kept}
     return {
         "cfg": {"n_layers": circuit.graph.n_layers, "n_heads": circuit.graph.n_heads,
-                "parallel_attn_mlp": False, "d_model": None},
+                "parallel_attn_mlp": circuit.graph.parallel, "d_model": None},
         "nodes": {_to_mib(n): n in in_graph for n in [*circuit.graph.upstream(), "logits"]},
         "edges": edges,
     }
@@ -86,11 +86,10 @@ def from_mib_json(data: dict[str, Any] | str, *, model: str, task: str, method: 
     if isinstance(data, str):
         data = json.loads(data)
     cfg = data["cfg"]
-    if cfg.get("parallel_attn_mlp"):
-        # Parallel blocks drop the head->MLP edges of each layer; GraphShape cannot say that.
-        raise ValueError("parallel_attn_mlp graphs are not supported: GraphShape is sequential")
+    # Parallel blocks (GPT-NeoX): a layer's MLP reads what its heads read, not their outputs.
     shape = GraphShape(int(cfg["n_layers"]), int(cfg["n_heads"]),
-                       mlp=any(_MIB_MLP_RE.match(n) for n in data["nodes"]))
+                       mlp=any(_MIB_MLP_RE.match(n) for n in data["nodes"]),
+                       parallel=bool(cfg.get("parallel_attn_mlp")))
     scores: dict[str, float] = {}
     kept: list[Edge] = []
     for mib_name, entry in data["edges"].items():
@@ -144,8 +143,8 @@ def from_networkx(g: nx.DiGraph, *, metrics: Metrics | None = None,
         qkv = data.get("input")
         name = f"{u}->{v}<{qkv}>" if qkv in QKV_COLORS else f"{u}->{v}"
         indexed.append((data.get("index", pos), Edge.parse(name, data.get("score"))))
-    shape = GraphShape(int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["mlp"])) \
-        if "n_layers" in meta else None
+    shape = GraphShape(int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["mlp"]),
+                       parallel=bool(meta.get("parallel", False))) if "n_layers" in meta else None
     return Circuit(id=circuit_id or str(meta["circuit_id"]), nodes=nodes, graph=shape,
                    edges=tuple(e for _, e in sorted(indexed, key=lambda t: t[0])),
                    metrics=metrics or Metrics(**json.loads(meta["metrics"])),

@@ -52,10 +52,11 @@ class Graph:
                 for x in "qkv":
                     self.inputs.append(Input(head_name(layer, h), x, layer, 0, h))
                     self.n_avail.append(available)
+            mlp_avail = available if s.parallel else available + s.n_heads
             available += s.n_heads
             if s.mlp:
                 self.inputs.append(Input(mlp_name(layer), "mlp", layer, 1))
-                self.n_avail.append(available)
+                self.n_avail.append(mlp_avail)
                 available += 1
         self.inputs.append(Input("logits", "logits", s.n_layers, 2))
         self.n_avail.append(available)

@@ -1,158 +1,98 @@
-"""Patched forward passes of GPT-2-architecture models, edge by edge.
+"""Patched forward passes of every supported architecture, edge by edge.
 
-We never mutate the model: its weights are read once into :class:`GPT2Weights` and the forward pass
-below rebuilds every downstream input (q, k, v of each head, each MLP, the logits) as the sum of its
-incoming edges, each taken from this run or from the *ablation* (the corrupted prompt's activations
-by default, or their mean, or zero). With every edge kept the pass equals the model's own forward
-(tested against the TransformerBridge). Nothing needs undoing, so no hooks or context managers.
+We never mutate the model: an architecture adapter (:mod:`discovery.arch`) reads its weights once
+into a :class:`~discovery.arch.base.Weights`, and the forward pass below rebuilds every downstream
+input (q, k, v of each head, each MLP, the logits) as the sum of its incoming edges, each taken
+from this run or from the *ablation* (the corrupted prompt's activations by default, or their mean,
+or zero). With every edge kept the pass equals the model's own forward (tested against the Hugging
+Face model per architecture). Nothing needs undoing, so no hooks or context managers.
+
+The module-level functions (``project_qkv``, ``heads_forward``, ``mlp_forward``, ``free_bias``,
+``embed``, ``unembed``) are the pieces fast ACDC (:mod:`discovery.suffix`) and the attribution
+methods share; each delegates what differs between architectures to the weights.
 
 Shapes: ``B`` batch, ``P`` positions, ``D`` d_model, ``U`` upstream nodes, ``I`` inputs.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from transformers.activations import ACT2FN
 
+from discovery.arch import read_weights
+from discovery.arch.base import UnsupportedModelError, Weights
+from discovery.arch.gpt2 import GPT2Weights
 from discovery.graph import Graph
 
-
-class UnsupportedModelError(ValueError):
-    """Edge-level patching needs a GPT-2-architecture model."""
-
-
-@dataclass
-class GPT2Weights:
-    """The weights the patched forward needs, per layer stacked along dim 0."""
-
-    wte: Tensor  # [vocab, D]
-    wpe: Tensor  # [n_ctx, D]
-    ln1_w: Tensor  # [L, D]
-    ln1_b: Tensor
-    w_q: Tensor  # [L, H, D, d_head]
-    w_k: Tensor
-    w_v: Tensor
-    b_q: Tensor  # [L, H, d_head]
-    b_k: Tensor
-    b_v: Tensor
-    w_o: Tensor  # [L, H, d_head, D]
-    b_o: Tensor  # [L, D]
-    ln2_w: Tensor
-    ln2_b: Tensor
-    w_in: Tensor  # [L, D, d_mlp]
-    b_in: Tensor  # [L, d_mlp]
-    w_out: Tensor  # [L, d_mlp, D]
-    b_out: Tensor  # [L, D]
-    lnf_w: Tensor  # [D]
-    lnf_b: Tensor
-    w_u: Tensor  # [D, vocab]
-    b_u: Tensor | None
-    eps: float
-    act: str
-    n_heads: int
-
-    @property
-    def n_layers(self) -> int:
-        return self.ln1_w.shape[0]
-
-    @classmethod
-    def from_hf(cls, model) -> GPT2Weights:
-        """Read a ``transformers`` GPT2LMHeadModel (what a TransformerBridge wraps)."""
-        if type(model).__name__ != "GPT2LMHeadModel":
-            raise UnsupportedModelError(
-                f"edge-level discovery supports GPT-2-architecture models (GPT2LMHeadModel); "
-                f"this model is {type(model).__name__}"
-            )
-        cfg, t = model.config, model.transformer
-        n_heads, d = cfg.n_head, cfg.n_embd
-        d_head = d // n_heads
-
-        def stack(get) -> Tensor:
-            return torch.stack([get(block).detach() for block in t.h])
-
-        qkv_w = stack(lambda b: b.attn.c_attn.weight)  # [L, D, 3D] (Conv1D: x @ W)
-        qkv_b = stack(lambda b: b.attn.c_attn.bias)  # [L, 3D]
-        w_q, w_k, w_v = (qkv_w[:, :, i * d:(i + 1) * d].reshape(-1, d, n_heads, d_head).transpose(1, 2)
-                         for i in range(3))
-        b_q, b_k, b_v = (qkv_b[:, i * d:(i + 1) * d].reshape(-1, n_heads, d_head) for i in range(3))
-        lm_bias = getattr(model.lm_head, "bias", None)
-        return cls(
-            wte=t.wte.weight.detach(), wpe=t.wpe.weight.detach(),
-            ln1_w=stack(lambda b: b.ln_1.weight), ln1_b=stack(lambda b: b.ln_1.bias),
-            w_q=w_q, w_k=w_k, w_v=w_v, b_q=b_q, b_k=b_k, b_v=b_v,
-            w_o=stack(lambda b: b.attn.c_proj.weight).reshape(-1, n_heads, d_head, d),
-            b_o=stack(lambda b: b.attn.c_proj.bias),
-            ln2_w=stack(lambda b: b.ln_2.weight), ln2_b=stack(lambda b: b.ln_2.bias),
-            w_in=stack(lambda b: b.mlp.c_fc.weight), b_in=stack(lambda b: b.mlp.c_fc.bias),
-            w_out=stack(lambda b: b.mlp.c_proj.weight), b_out=stack(lambda b: b.mlp.c_proj.bias),
-            lnf_w=t.ln_f.weight.detach(), lnf_b=t.ln_f.bias.detach(),
-            w_u=model.lm_head.weight.detach().T, b_u=None if lm_bias is None else lm_bias.detach(),
-            eps=cfg.layer_norm_epsilon, act=cfg.activation_function, n_heads=n_heads,
-        )
+__all__ = ["GPT2Weights", "PatchedRun", "UnsupportedModelError", "Weights", "clean_outputs",
+           "embed", "forward_from", "free_bias", "heads_forward", "mlp_activations", "mlp_forward",
+           "node_inputs", "patched_forward", "project_qkv", "read_weights", "unembed"]
 
 
-def _ln(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
-    return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps)
+def project_qkv(w: Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor,
+                heads: slice | Tensor = slice(None),
+                q_pos: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Each head's own inputs ``[H, B, P, D]`` through its norm and W_Q, W_K, W_V (and rotary) ->
+    ``[H, B, P, d_head]``; with ``q_pos`` ``[B]`` the query is ``[H, B, 1, D]`` at those positions."""
+    return w.project_qkv(layer, q_in, k_in, v_in, heads, q_pos)
 
 
-def project_qkv(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor,
-                heads: slice | Tensor = slice(None)) -> tuple[Tensor, Tensor, Tensor]:
-    """Each head's own inputs ``[H, B, P, D]`` through ln_1 and its W_Q, W_K, W_V -> ``[H, B, P, d_head]``."""
-    ln = lambda x: _ln(x, w.ln1_w[layer], w.ln1_b[layer], w.eps)  # noqa: E731
-    q = torch.einsum("hbpd,hde->hbpe", ln(q_in), w.w_q[layer, heads]) + w.b_q[layer, heads][:, None, None]
-    k = torch.einsum("hbpd,hde->hbpe", ln(k_in), w.w_k[layer, heads]) + w.b_k[layer, heads][:, None, None]
-    v = torch.einsum("hbpd,hde->hbpe", ln(v_in), w.w_v[layer, heads]) + w.b_v[layer, heads][:, None, None]
-    return q, k, v
+def attention_mask(w: Weights, layer: int, n: int, q_pos: Tensor | None, device) -> Tensor:
+    """Where a query may attend: ``[P, P]`` (queries at every position) or ``[B, 1, P]`` (one query
+    per prompt at ``q_pos``): causal, and within the layer's sliding window if it has one."""
+    keys = torch.arange(n, device=device)
+    queries = keys[:, None] if q_pos is None else q_pos.to(device)[:, None, None]
+    allowed = keys <= queries
+    window = w.window(layer)
+    if window is not None:
+        allowed = allowed & (keys > queries - window)
+    return allowed
 
 
-def heads_forward(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor,
-                  heads: slice = slice(None)) -> Tensor:
-    """The ``heads`` of ``layer`` (default all) from their own q, k, v inputs ``[H, B, P, D]`` ->
-    outputs ``[H, B, P, D]`` (without the layer's output bias, which belongs to no head)."""
-    q, k, v = project_qkv(w, layer, q_in, k_in, v_in, heads)
-    scores = torch.einsum("hbqe,hbke->hbqk", q, k) / math.sqrt(q.shape[-1])
-    n = scores.shape[-1]
-    causal = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
-    scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+def attend(w: Weights, layer: int, q: Tensor, k: Tensor, v: Tensor, heads: slice | Tensor,
+           q_pos: Tensor | None = None) -> Tensor:
+    """Softmax attention of projected ``q`` ``[H, B, Q, E]`` over ``k``, ``v`` ``[H, B, P, E]``,
+    through the heads' W_O -> ``[H, B, Q, D]``."""
+    scores = w.scale_scores(torch.einsum("hbqe,hbke->hbqk", q, k))
+    allowed = attention_mask(w, layer, k.shape[2], q_pos, scores.device)
+    scores = scores.masked_fill(~allowed if q_pos is None else ~allowed[None],
+                                torch.finfo(scores.dtype).min)
     z = torch.einsum("hbqk,hbke->hbqe", scores.softmax(-1), v)
     return torch.einsum("hbqe,hed->hbqd", z, w.w_o[layer, heads])
 
 
-def _act(name: str, x: Tensor) -> Tensor:
-    """The MLP nonlinearity; GPT-2's tanh-approximated GELU through torch's fused kernel (the same
-    formula as transformers' ``gelu_new``, several times faster than its Python version)."""
-    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-        return torch.nn.functional.gelu(x, approximate="tanh")
-    return ACT2FN[name](x)
+def heads_forward(w: Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor,
+                  heads: slice | Tensor = slice(None)) -> Tensor:
+    """The ``heads`` of ``layer`` (default all) from their own q, k, v inputs ``[H, B, P, D]`` ->
+    outputs ``[H, B, P, D]`` (without the layer's output bias, which belongs to no head)."""
+    q, k, v = project_qkv(w, layer, q_in, k_in, v_in, heads)
+    return attend(w, layer, q, k, v, heads)
 
 
-def mlp_forward(w: GPT2Weights, layer: int, x: Tensor, neuron_mask: Tensor | None = None,
+def mlp_forward(w: Weights, layer: int, x: Tensor, neuron_mask: Tensor | None = None,
                 neuron_ablation: Tensor | None = None) -> Tensor:
     """MLP of ``layer`` on its input ``[B, P, D]``. With ``neuron_mask`` ``[d_mlp]`` (1 keep, 0 ablate)
     the ablated neurons take ``neuron_ablation`` ``[B, P, d_mlp]`` as their activation."""
-    post = _act(w.act, _ln(x, w.ln2_w[layer], w.ln2_b[layer], w.eps) @ w.w_in[layer] + w.b_in[layer])
+    post = w.mlp_activations(layer, x)
     if neuron_mask is not None:
         post = post * neuron_mask + neuron_ablation * (1 - neuron_mask)
-    return post @ w.w_out[layer] + w.b_out[layer]
+    return w.mlp_output(layer, post)
 
 
-def mlp_activations(w: GPT2Weights, layer: int, x: Tensor) -> Tensor:
-    """The MLP's post-activation neurons ``[B, P, d_mlp]``."""
-    return _act(w.act, _ln(x, w.ln2_w[layer], w.ln2_b[layer], w.eps) @ w.w_in[layer] + w.b_in[layer])
+def mlp_activations(w: Weights, layer: int, x: Tensor) -> Tensor:
+    """The MLP's post-activation neurons ``[B, P, d_mlp]`` (gated MLPs: act(gate) * up)."""
+    return w.mlp_activations(layer, x)
 
 
-def embed(w: GPT2Weights, tokens: Tensor) -> Tensor:
-    """Token + position embedding ``[B, P, D]``: the node ``embed``."""
-    return w.wte[tokens] + w.wpe[: tokens.shape[1]]
+def embed(w: Weights, tokens: Tensor) -> Tensor:
+    """The node ``embed`` ``[B, P, D]`` (GPT-2: token + position; rotary models: token only)."""
+    return w.embed(tokens)
 
 
-def unembed(w: GPT2Weights, x: Tensor) -> Tensor:
-    logits = _ln(x, w.lnf_w, w.lnf_b, w.eps) @ w.w_u
-    return logits if w.b_u is None else logits + w.b_u
+def unembed(w: Weights, x: Tensor) -> Tensor:
+    return w.unembed(x)
 
 
 @dataclass
@@ -163,11 +103,10 @@ class PatchedRun:
     logits: Tensor
 
 
-def free_bias(w: GPT2Weights, layer: int, stage: int) -> Tensor:
+def free_bias(w: Weights, layer: int, stage: int) -> Tensor:
     """Residual-stream bias seen by an input at (layer, stage) that belongs to no node: the
-    attention output biases of the layers before it (and of its own layer, for an MLP)."""
-    n = layer + (1 if stage >= 1 else 0)
-    return w.b_o[:n].sum(0) if n > 0 else torch.zeros_like(w.b_o[0])
+    attention output biases of the layers before it (and of its own layer, for a sequential MLP)."""
+    return w.free_bias(layer, stage)
 
 
 def node_inputs(outputs: Tensor, ablation: Tensor, mask: Tensor, inputs: list[int],
@@ -184,13 +123,13 @@ def node_inputs(outputs: Tensor, ablation: Tensor, mask: Tensor, inputs: list[in
     return torch.einsum("ubpd,ui->ibpd", out - abl, m) + (abl.sum(0) if ablation_sum is None else ablation_sum)
 
 
-def patched_forward(w: GPT2Weights, graph: Graph, tokens: Tensor, ablation: Tensor,
+def patched_forward(w: Weights, graph: Graph, tokens: Tensor, ablation: Tensor,
                     mask: Tensor) -> PatchedRun:
     """Run ``tokens`` with every edge where ``mask`` ``[U, I]`` is 0 replaced by ``ablation``."""
     return forward_from(w, graph, tokens, ablation, mask, start=(0, 0), outputs=None)
 
 
-def forward_from(w: GPT2Weights, graph: Graph, tokens: Tensor, ablation: Tensor, mask: Tensor,
+def forward_from(w: Weights, graph: Graph, tokens: Tensor, ablation: Tensor, mask: Tensor,
                  *, start: tuple[int, int], outputs: Tensor | None,
                  override: tuple[int, Tensor] | None = None,
                  deltas: dict[tuple[int, int], Tensor] | None = None,
@@ -243,7 +182,7 @@ def forward_from(w: GPT2Weights, graph: Graph, tokens: Tensor, ablation: Tensor,
     return PatchedRun(outputs, unembed(w, adjust([k], final, (n_layers, 2))[0]))
 
 
-def clean_outputs(w: GPT2Weights, graph: Graph, tokens: Tensor) -> PatchedRun:
+def clean_outputs(w: Weights, graph: Graph, tokens: Tensor) -> PatchedRun:
     """The unpatched run: every node's output on ``tokens`` (also how ablations are computed)."""
     every = torch.ones(graph.n_upstream, graph.n_inputs, dtype=torch.bool, device=tokens.device)
     zeros = torch.zeros(graph.n_upstream, *tokens.shape, w.wte.shape[1], device=tokens.device,

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from discovery.graph import Graph
 from discovery.metrics import METRICS, final_logits
-from discovery.patching import GPT2Weights, clean_outputs, forward_from, patched_forward
+from discovery.patching import Weights, clean_outputs, forward_from, patched_forward
 from discovery.suffix import Receiver, SuffixContext
 from discovery.tasks.tokens import TokenizedTask
 
@@ -25,7 +25,7 @@ Ablation = Literal["corrupt", "mean", "zero"]
 
 @dataclass
 class Problem:
-    weights: GPT2Weights
+    weights: Weights  # any architecture's (discovery.arch)
     graph: Graph
     batch: TokenizedTask
     ablation: Tensor  # [U, B, P, D] what flows through a removed edge
@@ -37,7 +37,7 @@ class Problem:
     _suffix: SuffixContext | None = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, weights: GPT2Weights, graph: Graph, batch: TokenizedTask, *, metric: str,
+    def build(cls, weights: Weights, graph: Graph, batch: TokenizedTask, *, metric: str,
               ablation: Ablation = "corrupt") -> Problem:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")

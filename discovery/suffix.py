@@ -15,15 +15,14 @@ input (the receiver's), computing only what they change.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from discovery.graph import Graph
 from discovery.patching import (
-    GPT2Weights,
+    Weights,
+    attend,
     free_bias,
     heads_forward,
     mlp_forward,
@@ -37,7 +36,7 @@ class SuffixContext:
     """What every suffix pass of one problem shares: weights, graph, the ablation ``[U, B, P, D]``,
     each prompt's last position ``[B]``, and the ablation's prefix sums (an input's ablated part)."""
 
-    def __init__(self, w: GPT2Weights, graph: Graph, ablation: Tensor, last: Tensor):
+    def __init__(self, w: Weights, graph: Graph, ablation: Tensor, last: Tensor):
         self.w, self.graph, self.ablation, self.last = w, graph, ablation, last
         self.sums = {n: ablation[:n].sum(0) for n in sorted(set(graph.n_avail))}  # n -> [B, P, D]
         self.is_kv = np.array([i.input in ("k", "v") for i in graph.inputs])
@@ -71,16 +70,12 @@ def plan(graph: Graph, mask: np.ndarray, u0: int, is_kv: np.ndarray) -> dict[int
     return {u: full[u] for u in reached}
 
 
-def _heads_at_last(w: GPT2Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor,
+def _heads_at_last(w: Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Tensor,
                    last: Tensor, heads: slice | Tensor = slice(None)) -> Tensor:
     """Heads whose query is taken at ``last`` only: ``q_in`` ``[H, B, 1, D]``, keys and values at
-    every position ``[H, B, P, D]`` -> ``[H, B, 1, D]``."""
-    q, k, v = project_qkv(w, layer, q_in, k_in, v_in, heads)
-    scores = torch.einsum("hbqe,hbke->hbqk", q, k) / math.sqrt(q.shape[-1])
-    future = torch.arange(k.shape[2], device=k.device)[None, :] > last[:, None]  # [B, P]
-    scores = scores.masked_fill(future[None, :, None, :], torch.finfo(scores.dtype).min)
-    z = torch.einsum("hbqk,hbke->hbqe", scores.softmax(-1), v)
-    return torch.einsum("hbqe,hed->hbqd", z, w.w_o[layer, heads])
+    every position ``[H, B, P, D]`` -> ``[H, B, 1, D]`` (rotary at each prompt's ``last``)."""
+    q, k, v = project_qkv(w, layer, q_in, k_in, v_in, heads, last)
+    return attend(w, layer, q, k, v, heads, last)
 
 
 class Receiver:

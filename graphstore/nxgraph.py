@@ -37,7 +37,7 @@ def _graph_attrs(props: dict[str, Any]) -> dict[str, Any]:
     }
     if props.get("graph_n_layers") is not None:
         attrs |= {"n_layers": props["graph_n_layers"], "n_heads": props["graph_n_heads"],
-                  "mlp": props["graph_mlp"]}
+                  "mlp": props["graph_mlp"], "parallel": bool(props.get("graph_parallel"))}
     return attrs
 
 

@@ -70,6 +70,10 @@ class ExperimentSpec(BaseModel):
     def _known_model(cls, value: str) -> str:
         if value not in shipped_models():
             raise ValueError(f"unknown model {_echo(value)}; use one of {', '.join(shipped_models())}")
+        archs = json.loads((shipped_models()[value] / "config.json").read_text()).get("architectures") or []
+        if archs and "GPT2LMHeadModel" not in archs:  # direct attribution reads GPT-2's final LayerNorm
+            raise ValueError(f"model {value} is {', '.join(archs)}; competition experiments support "
+                             "GPT-2-architecture models for now (discover its circuits with POST /v1/jobs)")
         return value
 
     @field_validator("tasks")

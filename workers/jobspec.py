@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from discovery.catalog import ABLATIONS, METHODS, shipped_models
+from discovery.catalog import ABLATIONS, METHODS, shipped_models, unsupported_architecture
 from discovery.tasks import TASKS
 from discovery.tasks.base import METRICS, TaskData, TaskValidationError
 from discovery.tasks.custom import custom_name, parse_custom_task
@@ -73,6 +73,9 @@ class JobSpec(BaseModel):
         models = shipped_models()
         if value not in models:
             raise ValueError(f"unknown model {_echo(value)}; use one of {', '.join(models)}")
+        why = unsupported_architecture(json.loads((models[value] / "config.json").read_text()))
+        if why:
+            raise ValueError(f"model {value}: {why}")
         return value
 
     @field_validator("task")

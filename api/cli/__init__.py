@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pydantic import ValidationError
-
 from api.cli import compete, demo, discover, jobs, serve, services, stored, zoo
 from api.ops.process import ServiceError
 
@@ -26,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pydantic import ValidationError  # after parsing: `circuits --help` need not load it
+
     try:
         return int(args.handler(args) or 0)
     except ValidationError as exc:

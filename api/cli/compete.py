@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from api.cli.jobs import TERMINAL, _detail
 from api.cli.tables import table
 from api.ops.process import ServiceError
@@ -91,6 +89,8 @@ class Rest:
                    args.key or settings.api_key.get_secret_value())
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx  # here, not at import: `circuits --help` stays fast
+
         with httpx.Client(base_url=self.base_url, timeout=30, headers={"X-API-Key": self.key}) as client:
             try:
                 response = client.request(method, path, **kwargs)

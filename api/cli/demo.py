@@ -15,13 +15,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from api.cli.tables import table
 from api.ops.process import ServiceError, port_open, spawn, stop_group, tail
-from api.ops.services import local_services, remote_services
-from workers.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # httpx, the services and the settings load in the handler: `circuits --help` stays fast
+    import httpx
+
+    from workers.settings import Settings
 
 DEMO_TASKS = ("ioi", "induction", "greater_than")
 SHARED_HEADS = """
@@ -39,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _wait_healthy(client: httpx.Client, api: subprocess.Popen, log: Path, timeout: float) -> None:
+    import httpx
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if api.poll() is not None:
@@ -75,6 +79,11 @@ def _follow(client: httpx.Client, job_ids: dict[str, str], timeout: float) -> di
 
 
 def run(args: argparse.Namespace) -> int:
+    import httpx
+
+    from api.ops.services import local_services, remote_services
+    from workers.settings import get_settings
+
     settings: Settings = get_settings()
     headers = {"X-API-Key": settings.api_key.get_secret_value()}
     if args.api:

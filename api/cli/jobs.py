@@ -11,11 +11,12 @@ import json
 import sys
 import time
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from api.ops.process import ServiceError
-from workers.settings import get_settings
+
+if TYPE_CHECKING:  # httpx loads with the first request: `circuits --help` stays fast
+    import httpx
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -43,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client() -> httpx.Client:
+    import httpx
+
+    from workers.settings import get_settings
+
     settings = get_settings()
     return httpx.Client(base_url=settings.base_url, timeout=30,
                         headers={"X-API-Key": settings.api_key.get_secret_value()})
@@ -50,6 +55,8 @@ def _client() -> httpx.Client:
 
 def _call(method: str, path: str, **kwargs: object) -> dict:
     """One request; transport failures and 4xx/5xx become one clear line."""
+    import httpx
+
     with _client() as client:
         try:
             response = client.request(method, path, **kwargs)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from workers.settings import get_settings
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     api = sub.add_parser("api", help="serve the HTTP API with uvicorn")
@@ -25,6 +23,7 @@ def run_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.security import check_keys_for_bind  # the app's imports, only when serving
+    from workers.settings import get_settings
 
     settings = get_settings()
     host = args.host or settings.api_host
@@ -35,6 +34,7 @@ def run_api(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     from workers.app import run_worker as start
+    from workers.settings import get_settings
 
     settings = get_settings()
     if args.queues:

@@ -8,11 +8,12 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from api.ops.process import ServiceError
-from api.ops.services import local_services, purge, remote_services, supervisor, supervisor_process
-from api.ops.supervisor import run_forever
-from workers.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # loaded in the handlers: `circuits --help` need not import Neo4j and Redis
+    from workers.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from api.ops.services import supervisor
+    from api.ops.supervisor import run_forever
+    from workers.settings import get_settings
+
     settings = get_settings()
     if args.local_dir:
         settings = settings.model_copy(update={"local_dir": args.local_dir})
@@ -39,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from api.ops.services import local_services, remote_services, supervisor_process
+
     services = local_services(settings)
     remote = set(remote_services(settings))
     names = [args.only] if args.only in services else [] if args.only else list(services)
@@ -60,6 +67,8 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from api.ops.services import local_services, remote_services, supervisor_process
+
     services = local_services(settings)
     remote = set(remote_services(settings))
     for name in [args.only] if args.only in services else [] if args.only else list(services):
@@ -76,6 +85,8 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 def _down(args: argparse.Namespace, settings: Settings) -> int:
     """Stop the supervisor first, so it cannot restart what is being stopped; when one service
     alone is stopped, start the supervisor again for the others."""
+    from api.ops.services import local_services, purge, remote_services, supervisor_process
+
     services = local_services(settings)
     remote = set(remote_services(settings))
     watcher = supervisor_process(settings)

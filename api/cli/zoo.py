@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(handler=run_eval)
 
     tr = sub.add_parser("train", help="train one of our models from scratch")
-    tr.add_argument("--recipe", required=True, help="multitask, induction-2l or tiny")
+    tr.add_argument("--recipe", required=True,
+                    help="multitask, multitask-llama, multitask-pythia, induction-2l, tiny or tiny-llama")
     tr.add_argument("--out", required=True, type=Path, help="output directory")
     tr.add_argument("--steps", type=int, help="override the recipe's number of steps")
     tr.add_argument("--seed", type=int, help="override the recipe's seed")

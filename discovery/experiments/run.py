@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 import torch
 
 from discovery.algorithms.base import Progress
-from discovery.circuit import Circuit, GraphShape
-from discovery.discover import DiscoveryRequest, _version, discover
+from discovery.arch import GPT2Weights, UnsupportedModelError, graph_shape, read_weights
+from discovery.circuit import Circuit
+from discovery.discover import DiscoveryRequest, _version, discover, hf_model_of
 from discovery.discover import task_data as load_task_data
 from discovery.experiments import conflicts as conflict_prompts
 from discovery.experiments.ablate import Passes, conflict_runner, task_metric_name, task_runner
@@ -36,7 +37,6 @@ from discovery.experiments.roles import component_roles
 from discovery.experiments.sets import component_sets
 from discovery.graph import Graph
 from discovery.models import LoadedModel, load_model
-from discovery.patching import GPT2Weights
 from discovery.problem import Problem
 from discovery.tasks.base import TaskData
 from discovery.tasks.tokens import tokenize_task
@@ -282,9 +282,14 @@ def _circuits(request, model, data, specs, given, experiment_id, progress, clock
 
 def _context(request, model, data, circuits, passes) -> Context:
     """One runner per task on its own prompts and ablation, sharing one copy of the weights."""
-    cfg = model.bridge.cfg
-    graph = Graph(GraphShape(cfg.n_layers, cfg.n_heads, mlp=not model.attn_only))
-    weights = GPT2Weights.from_hf(model.bridge.original_model)
+    hf_model = hf_model_of(model)
+    if not isinstance(read_weights(hf_model), GPT2Weights):
+        # Direct attribution reads GPT-2's final LayerNorm; discovery itself supports more.
+        raise UnsupportedModelError(
+            f"competition experiments support GPT-2-architecture models for now; {model.name} is "
+            f"{type(hf_model).__name__} (discover its circuits with circuits discover meanwhile)")
+    weights = GPT2Weights.from_hf(hf_model)
+    graph = Graph(graph_shape(weights, mlp=not model.attn_only))
     metrics, runners = {}, {}
     for task, d in data.items():
         metrics[task] = task_metric_name(d.metric)

@@ -58,14 +58,34 @@ def render_table(scores: dict) -> str:
     return "\n".join(lines)
 
 
+#: How the card's README names each recipe architecture (``Recipe.arch``).
+ARCH_LABELS = {
+    "gpt2": "GPT-2 architecture",
+    "llama": "Llama architecture (RMSNorm, rotary, grouped-query attention, SwiGLU, no biases)",
+    "pythia": "Pythia / GPT-NeoX architecture (parallel attention and MLP, partial rotary)",
+}
+
+
+def _shape(r: dict) -> str:
+    """The shape line of the README; cards written before ``arch`` existed are GPT-2."""
+    arch = r.get("arch", "gpt2")
+    heads = f"heads {r['n_head']}"
+    if arch == "llama":
+        heads += f" ({r.get('n_kv_head') or r['n_head']} key/value heads)"
+    mlp = "attention only" if r["attn_only"] else (
+        f"SwiGLU width {r['d_mlp']}" if arch == "llama" else f"d_mlp {r['d_mlp']}")
+    rotary = f", rotary on {r.get('rotary_pct')} of each head" if arch == "pythia" else ""
+    return (f"- layers {r['n_layer']}, {heads}, d_model {r['n_embd']}, {mlp}, "
+            f"context {r['n_ctx']}{rotary}\n")
+
+
 def render_card(card: dict) -> str:
     r = card["recipe"]
     return (
         f"# {card['name']}\n\n"
-        f"GPT-2 architecture trained from scratch by circuit-atlas on its toy language "
+        f"{ARCH_LABELS[r.get('arch', 'gpt2')]} trained from scratch by circuit-atlas on its toy language "
         f"(`circuits train --recipe {card['name']}`).\n\n"
-        f"- layers {r['n_layer']}, heads {r['n_head']}, d_model {r['n_embd']}, "
-        f"{'attention only' if r['attn_only'] else 'd_mlp ' + str(r['d_mlp'])}, context {r['n_ctx']}\n"
+        f"{_shape(r)}"
         f"- {card['n_params']:,} parameters; {card['steps']} steps of batch {r['batch_size']}, "
         f"seed {card['seed']}, {card['train_seconds']} s on {card['threads']} CPU threads\n"
         f"- weights sha256 `{card['weights_sha256']}`\n\n"

@@ -1,6 +1,7 @@
-"""Train a GPT-2-architecture model from scratch on the toy language (``circuits train``).
+"""Train a model from scratch on the toy language (``circuits train``).
 
-Deterministic given the recipe's seed. Saves ``config.json``, ``model.safetensors``, the tokenizer
+The architecture comes from ``recipe.arch``, built by one entry of :data:`BUILDERS` (GPT-2, Llama,
+Pythia / GPT-NeoX), all from a Hugging Face config in memory, without dropout. Deterministic given the recipe's seed. Saves ``config.json``, ``model.safetensors``, the tokenizer
 and the model card (``model_card.json`` and ``README.md``) into the output directory.
 """
 
@@ -12,25 +13,41 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from transformers import (
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
 
 from discovery.zoo.card import write_card
 from discovery.zoo.corpus import batches, vocabulary
 from discovery.zoo.language import build_tokenizer, save_tokenizer
-from discovery.zoo.recipes import Recipe
+from discovery.zoo.recipes import ARCHITECTURES, Recipe
 
 Progress = Callable[[int, int, float], None]  # (step, total, loss)
 
 
-def build_model(recipe: Recipe, vocab_size: int) -> GPT2LMHeadModel:
-    """A freshly initialised GPT-2 (LayerNorm, GELU MLPs, learned positions), no dropout."""
+def _extra(recipe: Recipe) -> dict:
+    """The ``circuit_atlas`` block of config.json that :func:`discovery.models.load_model` reads."""
+    return {"attn_only": recipe.attn_only, "recipe": recipe.name, "arch": recipe.arch}
+
+
+_TOKENS = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+
+
+def _gpt2(recipe: Recipe, vocab_size: int) -> GPT2LMHeadModel:
+    """GPT-2: LayerNorm, GELU MLPs, learned positions."""
     config = GPT2Config(
         vocab_size=vocab_size, n_positions=recipe.n_ctx, n_embd=recipe.n_embd,
         n_layer=recipe.n_layer, n_head=recipe.n_head,
         n_inner=1 if recipe.attn_only else recipe.d_mlp,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
-        bos_token_id=0, eos_token_id=0, pad_token_id=0,
-        circuit_atlas={"attn_only": recipe.attn_only, "recipe": recipe.name},
+        circuit_atlas=_extra(recipe), **_TOKENS,
     )
     model = GPT2LMHeadModel(config)
     if recipe.attn_only:
@@ -39,6 +56,48 @@ def build_model(recipe: Recipe, vocab_size: int) -> GPT2LMHeadModel:
                 param.data.zero_()  # gelu(0) = 0 and zero biases: the MLP adds exactly nothing
                 param.requires_grad_(False)
     return model
+
+
+def _llama(recipe: Recipe, vocab_size: int) -> LlamaForCausalLM:
+    """Llama: RMSNorm, rotary on every head dimension, grouped-query attention (``n_kv_head``
+    key/value heads shared by ``n_head / n_kv_head`` query heads each), SwiGLU MLP of width
+    ``d_mlp``, no biases, untied unembedding."""
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=recipe.n_embd, intermediate_size=recipe.d_mlp,
+        num_hidden_layers=recipe.n_layer, num_attention_heads=recipe.n_head,
+        num_key_value_heads=recipe.n_kv_head or recipe.n_head,
+        max_position_embeddings=recipe.n_ctx, hidden_act="silu", rms_norm_eps=1e-5,
+        attention_bias=False, mlp_bias=False, attention_dropout=0.0, tie_word_embeddings=False,
+        circuit_atlas=_extra(recipe), **_TOKENS,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _pythia(recipe: Recipe, vocab_size: int) -> GPTNeoXForCausalLM:
+    """Pythia (GPT-NeoX): LayerNorm, attention and MLP in parallel off the same residual, rotary on
+    ``rotary_pct`` of each head's dimensions, GELU MLP, biases, untied unembedding."""
+    config = GPTNeoXConfig(
+        vocab_size=vocab_size, hidden_size=recipe.n_embd, intermediate_size=recipe.d_mlp,
+        num_hidden_layers=recipe.n_layer, num_attention_heads=recipe.n_head,
+        max_position_embeddings=recipe.n_ctx, rotary_pct=recipe.rotary_pct,
+        use_parallel_residual=True, hidden_act="gelu", layer_norm_eps=1e-5,
+        attention_dropout=0.0, hidden_dropout=0.0, tie_word_embeddings=False,
+        circuit_atlas=_extra(recipe), **_TOKENS,
+    )
+    return GPTNeoXForCausalLM(config)
+
+
+#: One builder per name of :data:`discovery.zoo.recipes.ARCHITECTURES`: (recipe, vocab size) -> a
+#: freshly initialised model.
+BUILDERS: dict[str, Callable[[Recipe, int], PreTrainedModel]] = {
+    "gpt2": _gpt2, "llama": _llama, "pythia": _pythia,
+}
+assert set(BUILDERS) == set(ARCHITECTURES), "recipes.ARCHITECTURES and train.BUILDERS differ"
+
+
+def build_model(recipe: Recipe, vocab_size: int) -> PreTrainedModel:
+    """A freshly initialised model of ``recipe.arch`` with ``vocab_size`` tokens, no dropout."""
+    return BUILDERS[recipe.arch](recipe, vocab_size)
 
 
 def _lr_at(step: int, recipe: Recipe) -> float:

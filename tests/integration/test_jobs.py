@@ -253,3 +253,18 @@ def test_cli_submit_waits_with_progress_and_lists(stack):
     cancel = subprocess.run([sys.executable, "-m", "api.cli", "cancel", "no-such-job"], capture_output=True,
                             text=True, env=env, cwd=ROOT, timeout=60)
     assert cancel.returncode == 1 and "404" in cancel.stderr and "Traceback" not in cancel.stderr
+
+
+@pytest.mark.parametrize("model, architecture, parallel", [
+    ("multitask-llama", "LlamaForCausalLM", False), ("multitask-pythia", "GPTNeoXForCausalLM", True)])
+def test_other_architectures_run_end_to_end(stack, model, architecture, parallel):
+    """REST -> worker -> Neo4j -> REST for a Llama- and a Pythia-architecture model: the stored
+    circuit names its architecture and graph shape."""
+    with stack.client() as client:
+        job_id = client.post("/v1/jobs", json={"model": model, "task": "ioi"}).raise_for_status().json()["id"]
+        job = wait(client, job_id, finished, timeout=180)
+        assert job["state"] == "succeeded", job
+        circuit = client.get(f"/v1/circuits/{job['circuit_id']}").raise_for_status().json()
+    assert circuit["provenance"]["architecture"] == architecture
+    assert circuit["graph"]["parallel"] is parallel and circuit["edges"]
+    assert circuit["metrics"]["faithfulness_task"] > 0.5

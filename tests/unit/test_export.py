@@ -150,3 +150,18 @@ def test_export_by_format(tmp_path):
 def test_export_unknown_format_names_the_known_ones(tmp_path):
     with pytest.raises(ValueError, match="graphml.*png"):
         export(_circuit(), "pdf", tmp_path / "c.pdf")
+
+
+def test_parallel_graphs_travel_through_mib_json_and_graphml():
+    """A GPT-NeoX-style graph (an MLP reads what its layer's heads read) keeps its shape: the MIB
+    file says parallel_attn_mlp and holds no head->MLP edge within a layer; both formats read back."""
+    shape = GraphShape(2, 2, mlp=True, parallel=True)
+    kept = ["embed->a0.h0<q>", "a0.h0->m1", "embed->m0", "m0->a1.h1<v>", "a1.h1->logits", "m1->logits"]
+    circuit = _circuit(shape, kept)
+    data = to_mib_json(circuit)
+    assert data["cfg"]["parallel_attn_mlp"] is True
+    assert "a0.h0->m0" not in data["edges"] and "input->m0" in data["edges"]
+    assert set(data["edges"]) == {n.replace("embed", "input") for n in shape.edges()}
+    back = from_mib_json(data, model="m", task="t", method="eap")
+    assert back.graph == shape and {e.name for e in back.edges} == set(kept)
+    assert from_graphml(to_graphml(circuit)).graph == shape

@@ -66,6 +66,10 @@ def test_unusual_circuits_round_trip_exactly(store, db, scratch_model):
                         if n.name != "m1") + (Node.parse("m1.n999", 1e-300),),
             edges=tuple(Edge(e.src, e.dst, e.input, None if i % 2 else -e.score)
                         for i, e in enumerate(base.edges) if "m1" not in (e.src, e.dst))),
+        # a parallel-block (GPT-NeoX) graph shape and an architecture in the provenance
+        dataclasses.replace(base, id=f"{scratch_model}-parallel",
+                            graph=dataclasses.replace(base.graph, parallel=True),
+                            provenance=dataclasses.replace(base.provenance, architecture="GPTNeoXForCausalLM")),
         # a circuit of two nodes and one edge, metrics whose faithfulness is undefined
         Circuit(id=f"{scratch_model}-tiny", nodes=(Node.parse("embed"), Node.parse("logits")),
                 edges=(Edge.parse("embed->logits", 0.0),),

@@ -1,0 +1,48 @@
+"""Architecture adapters: one small reader per model family, registered in :data:`ADAPTERS` by
+the ``transformers`` class name. Each turns a Hugging Face model into :class:`Weights`, whose
+methods are all the patched forward, fast ACDC and the attribution methods use.
+
+Adding an architecture is one file with a ``Weights`` subclass and one line in the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from discovery.arch.base import UnsupportedModelError, Weights
+from discovery.arch.gpt2 import GPT2Weights
+from discovery.arch.llama import LlamaWeights
+from discovery.arch.neox import NeoXWeights
+from discovery.circuit import GraphShape
+
+#: HF class name -> reader of its weights.
+ADAPTERS: dict[str, Callable[[Any], Weights]] = {
+    "GPT2LMHeadModel": GPT2Weights.from_hf,
+    "LlamaForCausalLM": LlamaWeights.from_hf,
+    "MistralForCausalLM": LlamaWeights.from_hf,
+    "Qwen2ForCausalLM": LlamaWeights.from_hf,
+    "GPTNeoXForCausalLM": NeoXWeights.from_hf,
+}
+
+
+def read_weights(model: Any) -> Weights:
+    """The patched forward's weights of a ``transformers`` model; UnsupportedModelError naming the
+    class and the supported ones when no adapter fits."""
+    name = type(model).__name__
+    reader = ADAPTERS.get(name)
+    if reader is None:
+        raise UnsupportedModelError(
+            f"edge-level discovery has no adapter for {name}; supported architectures: "
+            f"{', '.join(ADAPTERS)}"
+        )
+    return reader(model)
+
+
+def graph_shape(weights: Weights, *, mlp: bool = True) -> GraphShape:
+    """The graph of a model read into ``weights`` (``mlp`` False for attention-only models)."""
+    return GraphShape(weights.n_layers, weights.n_heads, mlp=mlp, parallel=weights.parallel)
+
+
+__all__ = ["ADAPTERS", "GPT2Weights", "LlamaWeights", "NeoXWeights", "UnsupportedModelError",
+           "Weights", "graph_shape", "read_weights"]

@@ -1,0 +1,58 @@
+"""transformer_lens's supported architectures, cached so that checking a model's architecture does
+not import transformer_lens (about 3-7 s). :func:`discovery.models.supported_architectures` uses this
+list only while the installed transformer_lens is :data:`TL_VERSION`; any other version is asked
+directly. tests/unit/test_startup.py checks that the list equals the live one."""
+
+TL_VERSION = "4.3.0"
+
+#: ``transformer_lens.factories.architecture_adapter_factory.SUPPORTED_ARCHITECTURES`` keys.
+SUPPORTED_ARCHITECTURES: frozenset[str] = frozenset({
+    "ASTForAudioClassification", "AfmoeForCausalLM", "ApertusForCausalLM", "ArceeForCausalLM",
+    "AudioFlamingo3ForConditionalGeneration", "BD3LM", "BaiChuanForCausalLM",
+    "BaichuanForCausalLM", "BambaForCausalLM", "BartForConditionalGeneration", "BertForMaskedLM",
+    "BertLMHeadModel", "BitNetForCausalLM", "BlenderbotForConditionalGeneration",
+    "BloomForCausalLM", "BloomModel", "CodeGenForCausalLM", "Cohere2ForCausalLM",
+    "CohereForCausalLM", "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "DeepseekV4ForCausalLM",
+    "DeiTForImageClassification", "DeiTModel", "DreamModel", "Emu3ForConditionalGeneration",
+    "Ernie4_5ForCausalLM", "Ernie4_5_MoeForCausalLM", "Exaone4ForCausalLM", "ExaoneForCausalLM",
+    "FalconForCausalLM", "FalconH1ForCausalLM", "FalconMambaForCausalLM", "FlexOlmoForCausalLM",
+    "Florence2ForConditionalGeneration", "GPT2LMHeadCustomModel", "GPT2LMHeadModel",
+    "GPTBigCodeForCausalLM", "GPTJForCausalLM", "GPTNeoForCausalLM", "GPTNeoXForCausalLM",
+    "Gemma1ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+    "Gemma3ForConditionalGeneration", "Gemma3nForConditionalGeneration", "Gemma4ForCausalLM",
+    "Gemma4ForConditionalGeneration", "Gemma4UnifiedForConditionalGeneration", "GemmaForCausalLM",
+    "GiddForDiffusionLM", "Glm4ForCausalLM", "Glm4MoeForCausalLM", "Glm4MoeLiteForCausalLM",
+    "Glm4vForConditionalGeneration", "GlmAsrForConditionalGeneration", "GlmForCausalLM",
+    "GlmMoeDsaForCausalLM", "GptOssForCausalLM", "GraniteForCausalLM", "GraniteMoeForCausalLM",
+    "GraniteMoeHybridForCausalLM", "HrmTextForCausalLM", "HubertForCTC", "HubertModel",
+    "HunYuanDenseV1ForCausalLM", "HyenaDNAForCausalLM", "Idefics3ForConditionalGeneration",
+    "InternLM2ForCausalLM", "Jais2ForCausalLM", "JambaForCausalLM", "JetMoEForCausalLM",
+    "JetMoeForCausalLM", "LEDForConditionalGeneration", "LLaDA2MoeModelLM", "LLaDAModelLM",
+    "LagunaForCausalLM", "Lfm2ForCausalLM", "Lfm2MoeForCausalLM", "Llama4ForCausalLM",
+    "Llama4ForConditionalGeneration", "LlamaForCausalLM", "LlavaForConditionalGeneration",
+    "LlavaNextForConditionalGeneration", "LlavaOnevisionForConditionalGeneration",
+    "LongT5ForConditionalGeneration", "M2M100ForConditionalGeneration",
+    "MBartForConditionalGeneration", "MPTForCausalLM", "MT5ForConditionalGeneration",
+    "Mamba2ForCausalLM", "MambaForCausalLM", "MarianMTModel", "MinGPTForCausalLM",
+    "MiniMaxM2ForCausalLM", "Ministral3ForCausalLM", "Mistral3ForConditionalGeneration",
+    "MistralForCausalLM", "MixtralForCausalLM", "ModernBertDecoderForCausalLM", "MptForCausalLM",
+    "MuseGlimmerForConditionalGeneration", "MusicFlamingoForConditionalGeneration",
+    "NanoChatForCausalLM", "NanoGPTForCausalLM", "NeelSoluOldForCausalLM", "NemotronForCausalLM",
+    "NemotronHForCausalLM", "NeoForCausalLM", "NeoXForCausalLM", "OPTForCausalLM",
+    "Olmo2ForCausalLM", "Olmo3ForCausalLM", "OlmoForCausalLM", "OlmoHybridForCausalLM",
+    "OlmoeForCausalLM", "OpenAIGPTLMHeadModel", "OpenELMForCausalLM", "OuroForCausalLM",
+    "PegasusForConditionalGeneration", "Phi3ForCausalLM", "PhiForCausalLM", "PhiMoEForCausalLM",
+    "Qwen2AudioForConditionalGeneration", "Qwen2ForCausalLM", "Qwen2MoeForCausalLM",
+    "Qwen2_5_VLForConditionalGeneration", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM",
+    "Qwen3NextForCausalLM", "Qwen3VLForConditionalGeneration",
+    "Qwen3VLMoeForConditionalGeneration", "Qwen3_5ForCausalLM", "Qwen3_5ForConditionalGeneration",
+    "Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration", "QwenForCausalLM",
+    "RWKV7ForCausalLM", "RavenForCausalLM", "RecurrentGemmaForCausalLM", "RobertaForMaskedLM",
+    "RwkvForCausalLM", "SeedOssForCausalLM", "SmolLM3ForCausalLM", "StableLmForCausalLM",
+    "Starcoder2ForCausalLM", "SwitchTransformersForConditionalGeneration",
+    "T5ForConditionalGeneration", "T5Gemma2ForConditionalGeneration",
+    "T5GemmaForConditionalGeneration", "T5WithLMHeadModel", "TransformerLensNative",
+    "TransformerLensPretrain", "VaultGemmaForCausalLM", "ViTForImageClassification", "ViTModel",
+    "Wav2Vec2ForCTC", "Wav2Vec2ForPreTraining", "Wav2Vec2Model", "XGLMForCausalLM",
+    "YoutuForCausalLM", "Zamba2ForCausalLM",
+})

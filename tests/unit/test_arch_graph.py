@@ -1,0 +1,95 @@
+"""Graph shapes per architecture (edge counts against a formula, GraphShape.edges agreeing with
+Graph, parallel blocks), the adapter table, and the error for architectures without an adapter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+
+from discovery.arch import ADAPTERS, UnsupportedModelError, graph_shape, read_weights
+from discovery.circuit import Circuit, GraphShape
+from discovery.graph import Graph
+
+
+def expected_edges(n_layers: int, n_heads: int, *, parallel: bool) -> int:
+    """Each head's q, k, v read every earlier node; a sequential MLP also reads its own layer's
+    heads (a parallel one does not); logits read everything."""
+    total = 0
+    for layer in range(n_layers):
+        before = 1 + layer * (n_heads + 1)
+        total += 3 * n_heads * before + before + (0 if parallel else n_heads)
+    return total + 1 + n_layers * (n_heads + 1)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize(("n_layers", "n_heads"), [(2, 4), (3, 2), (12, 12)])
+def test_edge_count_formula_and_shape_agree_with_graph(n_layers, n_heads, parallel):
+    shape = GraphShape(n_layers, n_heads, parallel=parallel)
+    graph = Graph(shape)
+    assert graph.n_edges == expected_edges(n_layers, n_heads, parallel=parallel)
+    names = [graph.edge(u, k).name for k in range(graph.n_inputs) for u in range(graph.n_avail[k])]
+    assert sorted(names) == sorted(shape.edges())
+    assert int(graph.valid().sum()) == graph.n_edges
+
+
+def test_gpt2_small_keeps_its_edge_count():
+    assert Graph(GraphShape(12, 12)).n_edges == len(GraphShape(12, 12).edges()) == 32491
+
+
+def test_parallel_mlp_reads_what_its_heads_read():
+    graph = Graph(GraphShape(2, 4, parallel=True))
+    mlp = graph.in_index[("m1", "mlp")]
+    q = graph.in_index[("a1.h0", "q")]
+    assert graph.n_avail[mlp] == graph.n_avail[q]
+    assert "a1.h0->m1" not in GraphShape(2, 4, parallel=True).edges()
+    assert "a1.h0->m1" in GraphShape(2, 4).edges()
+
+
+def test_stored_shapes_without_the_new_field_still_load():
+    old = {"n_layers": 2, "n_heads": 4, "mlp": True}
+    assert GraphShape(**old) == GraphShape(2, 4, mlp=True, parallel=False)
+    assert Circuit.from_dict  # the loader builds GraphShape(**data["graph"])
+
+
+def _tiny(cls, config):
+    torch.manual_seed(0)
+    return cls(config)
+
+
+def test_adapters_give_the_graph_shape():
+    neox = _tiny(tf.GPTNeoXForCausalLM, tf.GPTNeoXConfig(
+        vocab_size=20, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+        num_attention_heads=2, use_parallel_residual=True))
+    assert graph_shape(read_weights(neox)) == GraphShape(3, 2, parallel=True)
+    llama = _tiny(tf.LlamaForCausalLM, tf.LlamaConfig(
+        vocab_size=20, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2))
+    w = read_weights(llama)
+    assert graph_shape(w) == GraphShape(2, 4)  # k/v inputs per query head, not per kv group
+    assert w.kv_of.tolist() == [0, 0, 1, 1]
+    assert w.w_k.shape[1] == 2  # the two kv groups' weights, shared, not copied per head
+
+
+@pytest.mark.parametrize(("cls", "config"), [
+    (tf.GPTJForCausalLM, lambda: tf.GPTJConfig(vocab_size=20, n_embd=32, n_layer=1, n_head=2, rotary_dim=8)),
+    (tf.OPTForCausalLM, lambda: tf.OPTConfig(vocab_size=20, hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, ffn_dim=48, word_embed_proj_dim=32)),
+])
+def test_unsupported_architecture_is_named_with_the_supported_ones(cls, config):
+    with pytest.raises(UnsupportedModelError) as err:
+        read_weights(_tiny(cls, config()))
+    message = str(err.value)
+    assert cls.__name__ in message
+    assert all(name in message for name in ADAPTERS)
+
+
+def test_the_torch_free_list_names_every_adapter_and_refuses_the_rest():
+    """The API refuses (422) what the engine could not search, without loading torch."""
+    from discovery.arch import ADAPTERS
+    from discovery.catalog import EDGE_ARCHITECTURES, unsupported_architecture
+
+    assert set(EDGE_ARCHITECTURES) == set(ADAPTERS)
+    assert unsupported_architecture({"architectures": ["LlamaForCausalLM"]}) is None
+    why = unsupported_architecture({"architectures": ["GPTJForCausalLM"]})
+    assert "GPTJForCausalLM" in why and "GPT2LMHeadModel" in why
