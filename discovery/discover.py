@@ -16,7 +16,7 @@ import torch
 
 from discovery.algorithms import AlgorithmConfig, get_algorithm
 from discovery.algorithms.base import Progress
-from discovery.arch import graph_shape, read_weights
+from discovery.arch import graph_shape, read_saved_weights, read_weights
 from discovery.circuit import Circuit, Node
 from discovery.evaluate import evaluate
 from discovery.graph import Graph
@@ -83,8 +83,18 @@ def hf_model_of(model: LoadedModel):  # noqa: ANN201 - a transformers PreTrained
     return getattr(model, "hf_model", None) or model.bridge.original_model
 
 
+def model_weights(model: LoadedModel):  # noqa: ANN201 - a discovery.arch.Weights
+    """The patched forward's weights: straight from the saved safetensors where the architecture
+    has a reader and the ``transformers`` model was not built anyway (start-up time), else from it."""
+    if model.path is not None and not model.hf_model_loaded:
+        saved = read_saved_weights(model.path, model.config, model.device_name)
+        if saved is not None:
+            return saved
+    return read_weights(hf_model_of(model))  # UnsupportedModelError names the supported ones
+
+
 def build_problem(model: LoadedModel, data: TaskData, *, metric: str, ablation: str) -> Problem:
-    weights = read_weights(hf_model_of(model))  # UnsupportedModelError names the class and the supported ones
+    weights = model_weights(model)  # UnsupportedModelError names the class and the supported ones
     graph = Graph(graph_shape(weights, mlp=not model.attn_only))
     batch = tokenize_task(data, model.tokenizer, n_ctx=model.n_ctx).to(model.device)
     return Problem.build(weights, graph, batch, metric=metric, ablation=ablation)  # type: ignore[arg-type]
@@ -178,7 +188,7 @@ def _provenance(request, model, data, problem, *, timings, stats, pruned):
 
     return Provenance(
         model=model.name, task=data.name, method=request.method, model_sha256=model.sha256,
-        architecture=type(hf_model_of(model)).__name__, dataset_hash=problem.batch.data.dataset_hash, threshold=request.threshold,
+        architecture=model.architecture, dataset_hash=problem.batch.data.dataset_hash, threshold=request.threshold,
         search_metric=problem.metric, ablation=request.ablation,
         prepend_bos=problem.batch.prepend_bos, tokenizer_sha256=tokenizer_sha256(model.tokenizer),
         edge_order=EDGE_ORDERS.get(request.method),

@@ -8,6 +8,7 @@ Adding an architecture is one file with a ``Weights`` subclass and one line in t
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from discovery.arch.base import UnsupportedModelError, Weights
@@ -39,10 +40,31 @@ def read_weights(model: Any) -> Weights:
     return reader(model)
 
 
+#: HF class name -> reader of its saved weights straight from ``config.json`` + safetensors, for
+#: the architectures that have one: no ``transformers`` model is built (start-up time).
+SAVED_READERS: dict[str, Callable[[dict, dict], Weights]] = {
+    "GPT2LMHeadModel": GPT2Weights.from_safetensors,
+}
+
+
+def read_saved_weights(directory: Path, config: dict, device: str) -> Weights | None:
+    """The weights of a saved model directory read without ``transformers`` (one
+    ``model.safetensors`` file), or None when its architecture has no such reader or the file is
+    missing or sharded: the caller then reads the ``transformers`` model."""
+    archs = config.get("architectures") or []
+    reader = next((SAVED_READERS[a] for a in archs if a in SAVED_READERS), None)
+    path = directory / "model.safetensors"
+    if reader is None or not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    return reader(config, load_file(path, device=device))
+
+
 def graph_shape(weights: Weights, *, mlp: bool = True) -> GraphShape:
     """The graph of a model read into ``weights`` (``mlp`` False for attention-only models)."""
     return GraphShape(weights.n_layers, weights.n_heads, mlp=mlp, parallel=weights.parallel)
 
 
-__all__ = ["ADAPTERS", "GPT2Weights", "LlamaWeights", "NeoXWeights", "UnsupportedModelError",
+__all__ = ["ADAPTERS", "SAVED_READERS", "read_saved_weights", "GPT2Weights", "LlamaWeights", "NeoXWeights", "UnsupportedModelError",
            "Weights", "graph_shape", "read_weights"]

@@ -73,6 +73,39 @@ class GPT2Weights(Weights):
             eps=cfg.layer_norm_epsilon, act=cfg.activation_function, n_heads=n_heads,
         )
 
+    @classmethod
+    def from_safetensors(cls, config: dict, tensors: dict[str, Tensor]) -> GPT2Weights:
+        """The same weights from a saved GPT2LMHeadModel's ``config.json`` and its safetensors
+        (``transformer.h.{i}.attn.c_attn.weight`` ...), without building the ``transformers``
+        model: discovery then skips the modeling import (~1.5 s of start-up). ``lm_head`` falls
+        back to the token embedding when the file does not hold it (tied weights)."""
+        n_heads, d, n_layers = config["n_head"], config["n_embd"], config["n_layer"]
+        d_head = d // n_heads
+
+        def get(name: str) -> Tensor:
+            return tensors[f"transformer.{name}"]
+
+        def stack(name: str) -> Tensor:
+            return torch.stack([get(f"h.{i}.{name}") for i in range(n_layers)])
+
+        qkv_w, qkv_b = stack("attn.c_attn.weight"), stack("attn.c_attn.bias")
+        w_q, w_k, w_v = (qkv_w[:, :, i * d:(i + 1) * d].reshape(-1, d, n_heads, d_head).transpose(1, 2)
+                         for i in range(3))
+        b_q, b_k, b_v = (qkv_b[:, i * d:(i + 1) * d].reshape(-1, n_heads, d_head) for i in range(3))
+        w_u = tensors.get("lm_head.weight", get("wte.weight"))
+        return cls(
+            wte=get("wte.weight"), wpe=get("wpe.weight"),
+            ln1_w=stack("ln_1.weight"), ln1_b=stack("ln_1.bias"),
+            w_q=w_q, w_k=w_k, w_v=w_v, b_q=b_q, b_k=b_k, b_v=b_v,
+            w_o=stack("attn.c_proj.weight").reshape(-1, n_heads, d_head, d), b_o=stack("attn.c_proj.bias"),
+            ln2_w=stack("ln_2.weight"), ln2_b=stack("ln_2.bias"),
+            w_in=stack("mlp.c_fc.weight"), b_in=stack("mlp.c_fc.bias"),
+            w_out=stack("mlp.c_proj.weight"), b_out=stack("mlp.c_proj.bias"),
+            lnf_w=get("ln_f.weight"), lnf_b=get("ln_f.bias"), w_u=w_u.T, b_u=tensors.get("lm_head.bias"),
+            eps=config.get("layer_norm_epsilon", 1e-5), act=config.get("activation_function", "gelu_new"),
+            n_heads=n_heads,
+        )
+
     def embed(self, tokens: Tensor) -> Tensor:
         """Token + position embedding ``[B, P, D]``."""
         return self.wte[tokens] + self.wpe[: tokens.shape[1]]

@@ -93,3 +93,27 @@ def test_the_torch_free_list_names_every_adapter_and_refuses_the_rest():
     assert unsupported_architecture({"architectures": ["LlamaForCausalLM"]}) is None
     why = unsupported_architecture({"architectures": ["GPTJForCausalLM"]})
     assert "GPTJForCausalLM" in why and "GPT2LMHeadModel" in why
+
+
+def test_saved_gpt2_weights_equal_the_transformers_models_and_skip_building_it():
+    """Discovery on a shipped GPT-2 reads model.safetensors directly: the same tensors as through
+    the transformers model, which is then never built (start-up time)."""
+    import dataclasses
+
+    import torch
+
+    from discovery.arch import GPT2Weights, read_saved_weights
+    from discovery.discover import DiscoveryRequest, discover, model_weights
+    from discovery.models import load_model
+
+    model = load_model("multitask", device="cpu")
+    saved = model_weights(model)
+    assert isinstance(saved, GPT2Weights) and not model.hf_model_loaded
+    circuit = discover(DiscoveryRequest(model="multitask", task="successor", n_prompts=8, device="cpu"),
+                       model=model)
+    assert not model.hf_model_loaded and circuit.provenance.architecture == "GPT2LMHeadModel"
+    built = GPT2Weights.from_hf(model.hf_model)
+    for f in dataclasses.fields(GPT2Weights):
+        a, b = getattr(saved, f.name), getattr(built, f.name)
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, f.name
+    assert read_saved_weights(model.path, {"architectures": ["LlamaForCausalLM"]}, "cpu") is None
