@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 import torch
 
 from discovery.algorithms.base import Progress
-from discovery.arch import GPT2Weights, UnsupportedModelError, graph_shape, read_weights
+from discovery.arch import GPT2Weights, UnsupportedModelError, graph_shape
 from discovery.circuit import Circuit
-from discovery.discover import DiscoveryRequest, _version, discover, hf_model_of
+from discovery.discover import DiscoveryRequest, _version, discover, model_weights
 from discovery.discover import task_data as load_task_data
 from discovery.experiments import conflicts as conflict_prompts
 from discovery.experiments.ablate import Passes, conflict_runner, task_metric_name, task_runner
@@ -282,13 +282,12 @@ def _circuits(request, model, data, specs, given, experiment_id, progress, clock
 
 def _context(request, model, data, circuits, passes) -> Context:
     """One runner per task on its own prompts and ablation, sharing one copy of the weights."""
-    hf_model = hf_model_of(model)
-    if not isinstance(read_weights(hf_model), GPT2Weights):
+    weights = model_weights(model)  # read once, as discovery reads them
+    if not isinstance(weights, GPT2Weights):
         # Direct attribution reads GPT-2's final LayerNorm; discovery itself supports more.
         raise UnsupportedModelError(
             f"competition experiments support GPT-2-architecture models for now; {model.name} is "
-            f"{type(hf_model).__name__} (discover its circuits with circuits discover meanwhile)")
-    weights = GPT2Weights.from_hf(hf_model)
+            f"{model.architecture} (discover its circuits with circuits discover meanwhile)")
     graph = Graph(graph_shape(weights, mlp=not model.attn_only))
     metrics, runners = {}, {}
     for task, d in data.items():
