@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from discovery.metrics import METRICS, final_logits
-from discovery.patching import forward_from, free_bias, mlp_activations, node_inputs
+from discovery.mixing import mixer_of
+from discovery.patching import forward_from, free_bias, mlp_activations
 from discovery.problem import Problem
 
 
@@ -29,7 +30,8 @@ class NeuronSet:
 
 def _mlp_input(problem: Problem, outputs: Tensor, mask: Tensor, layer: int) -> Tensor:
     k = problem.graph.in_index[(f"m{layer}", "mlp")]
-    x = node_inputs(outputs, problem.ablation, mask, [k], problem.graph.n_avail[k])[0]
+    x = mixer_of(problem.weights, problem.graph).inputs(outputs, problem.ablation, mask, [k],
+                                                        problem.graph.n_avail[k])[0]
     return x + free_bias(problem.weights, layer, 1)
 
 

@@ -25,6 +25,7 @@ from discovery.arch import read_weights
 from discovery.arch.base import UnsupportedModelError, Weights
 from discovery.arch.gpt2 import GPT2Weights
 from discovery.graph import Graph
+from discovery.mixing import mixer_of
 
 __all__ = ["GPT2Weights", "PatchedRun", "UnsupportedModelError", "Weights", "clean_outputs",
            "embed", "forward_from", "free_bias", "heads_forward", "mlp_activations", "mlp_forward",
@@ -134,7 +135,8 @@ def forward_from(w: Weights, graph: Graph, tokens: Tensor, ablation: Tensor, mas
                  override: tuple[int, Tensor] | None = None,
                  deltas: dict[tuple[int, int], Tensor] | None = None,
                  neurons: dict[int, tuple[Tensor, Tensor]] | None = None,
-                 scale: Tensor | None = None) -> PatchedRun:
+                 scale: Tensor | None = None,
+                 pre_deltas: dict[tuple[int, int], dict[int, Tensor]] | None = None) -> PatchedRun:
     """The patched pass from ``start`` = (layer, stage) on, reusing ``outputs`` for every node
     computed before it (the suffix recomputation of fast ACDC). Stage 0: heads, 1: MLP, 2: logits.
 
@@ -144,7 +146,22 @@ def forward_from(w: Weights, graph: Graph, tokens: Tensor, ablation: Tensor, mas
     ``neurons[layer] = (mask [d_mlp], ablated [B, P, d_mlp])``: MLP ``layer``'s neurons where the
     mask is 0 take their ablated activation (neuron-level circuits).
     ``scale`` ``[U]`` multiplies each node's output as its receivers see it (through kept edges;
-    ``outputs`` stay unscaled): the dose-response experiments. None (the default) is scale 1."""
+    ``outputs`` stay unscaled): the dose-response experiments. None (the default) is scale 1.
+    ``pre_deltas[(layer, stage)][L]`` ``[n_inputs_of_stage, B, P, D]`` is added inside attention
+    layer L's post-norm as those inputs see it (post-norm models: EAP's gradients there).
+
+    Post-norm models (Gemma 2/3) mix each input through :class:`discovery.mixing.Mixer`: every
+    receiver recomputes each attention layer's post-norm from its own mix of that layer's heads."""
+    mix = mixer_of(w, graph)
+
+    def gather(ks: list[int], layer: int, stage: int) -> Tensor:
+        n = graph.n_avail[ks[0]]
+        if mix.linear:
+            x = node_inputs(outputs, ablation, mask, ks, n, scale=scale)
+        else:
+            x = mix.inputs(outputs, ablation, mask, ks, n, scale=scale,
+                           pre_deltas=(pre_deltas or {}).get((layer, stage)))
+        return x + free_bias(w, layer, stage)
 
     def adjust(ks: list[int], x: Tensor, stage_key: tuple[int, int]) -> Tensor:
         if override is not None and override[0] in ks:
@@ -164,21 +181,17 @@ def forward_from(w: Weights, graph: Graph, tokens: Tensor, ablation: Tensor, mas
     for layer in range(start[0], n_layers):
         if (layer, 0) >= start:
             ks = graph.inputs_of_layer(layer, 0)
-            x = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]],
-                            scale=scale) + free_bias(w, layer, 0)
-            x = adjust(ks, x, (layer, 0))
+            x = adjust(ks, gather(ks, layer, 0), (layer, 0))
             x = x.view(n_heads, 3, *x.shape[1:])
             outputs[up:up + n_heads] = heads_forward(w, layer, x[:, 0], x[:, 1], x[:, 2])
         up += n_heads
         if graph.shape.mlp:
             ks = graph.inputs_of_layer(layer, 1)
-            x = node_inputs(outputs, ablation, mask, ks, graph.n_avail[ks[0]],
-                            scale=scale) + free_bias(w, layer, 1)
             neuron = (neurons or {}).get(layer, (None, None))
-            outputs[up] = mlp_forward(w, layer, adjust(ks, x, (layer, 1))[0], *neuron)
+            outputs[up] = mlp_forward(w, layer, adjust(ks, gather(ks, layer, 1), (layer, 1))[0], *neuron)
             up += 1
     k = graph.n_inputs - 1
-    final = node_inputs(outputs, ablation, mask, [k], graph.n_avail[k], scale=scale) + free_bias(w, n_layers, 2)
+    final = gather([k], n_layers, 2)
     return PatchedRun(outputs, unembed(w, adjust([k], final, (n_layers, 2))[0]))
 
 

@@ -8,6 +8,9 @@ input (the receiver's), computing only what they change.
   pass at all.
 * An input downstream is the shared part (computed once per receiver) plus, over the planned nodes
   u, ``mask[u, i] * (new[u] - cached[u])``: one einsum over a buffer of those differences.
+* Post-norm models (Gemma 2/3): an input is a sum over sender groups, each attention layer's
+  group through that layer's post-norm (:mod:`discovery.mixing`). The shared part and the
+  variants' differences are then kept per group, and each group is closed (normed) per variant.
 * The loss reads the logits at each prompt's last position only. A planned node whose output no
   planned head reads as a key or value (directly, or through nodes that need every position) is
   computed at that position alone: its heads query from there, its MLP runs there.
@@ -20,6 +23,7 @@ import torch
 from torch import Tensor
 
 from discovery.graph import Graph
+from discovery.mixing import mixer_of
 from discovery.patching import (
     Weights,
     attend,
@@ -40,11 +44,21 @@ class SuffixContext:
         self.w, self.graph, self.ablation, self.last = w, graph, ablation, last
         self.sums = {n: ablation[:n].sum(0) for n in sorted(set(graph.n_avail))}  # n -> [B, P, D]
         self.is_kv = np.array([i.input in ("k", "v") for i in graph.inputs])
+        self.mix = mixer_of(w, graph)
+        #: post-norm models: per input size n, each group's ablation sum ``[B, P, D]``
+        self.group_sums = {} if self.mix.linear else {
+            n: [ablation[g.index(ablation.device)].sum(0) for g in self.mix.groups(n)]
+            for n in sorted(set(graph.n_avail))}
+        #: post-norm models: the group (index into ``mix.groups(n)``) of each sender, per n
+        self.group_of = {n: {u: j for j, g in enumerate(self.mix.groups(n)) for u in g.rows}
+                         for n in self.group_sums}
 
     def node_inputs(self, outputs: Tensor, mask: Tensor, ks: list[int]) -> Tensor:
         """Inputs ``ks`` (same senders) of the circuit ``mask`` ``[len(ks), B, P, D]``, bias
         excluded: kept edges carry ``outputs``, removed ones the ablation."""
         n = self.graph.n_avail[ks[0]]
+        if not self.mix.linear:
+            return self.mix.inputs(outputs, self.ablation, mask, ks, n)
         return node_inputs(outputs, self.ablation, mask, ks, n, ablation_sum=self.sums[n])
 
 
@@ -111,6 +125,31 @@ class Receiver:
             self.cache[key] = torch.einsum("ubpd,ui->ibpd", diff[:n], m) + sums
         return self.cache[key]
 
+    def diff_rows(self, n: int, j: int, last_only: bool) -> Tensor:
+        """``outputs - ablation`` of the senders of group ``j`` of an input with ``n`` senders."""
+        key = ("diff", n, j, last_only)
+        if key not in self.cache:
+            diff = self.diff_at_last() if last_only else self.diff
+            self.cache[key] = diff[self.ctx.mix.groups(n)[j].index(diff.device)]
+        return self.cache[key]
+
+    def group_sum(self, n: int, j: int, last_only: bool) -> Tensor:
+        sums = self.ctx.group_sums[n][j]
+        return _at(sums, self.ctx.last) if last_only else sums
+
+    def shared_parts(self, ks: list[int], last_only: bool) -> list[Tensor]:
+        """Post-norm models: the part of inputs ``ks`` no variant changes, per sender group, before
+        the group's norm ``[len(ks), B, P', D]`` each."""
+        key = ("parts", tuple(ks), last_only)
+        if key not in self.cache:
+            n, parts = self.ctx.graph.n_avail[ks[0]], []
+            for j, g in enumerate(self.ctx.mix.groups(n)):
+                diff = self.diff_rows(n, j, last_only)
+                m = self.mask[g.index(diff.device)][:, ks].to(diff.dtype)
+                parts.append(torch.einsum("ubpd,ui->ibpd", diff, m) + self.group_sum(n, j, last_only))
+            self.cache[key] = parts
+        return self.cache[key]
+
     def output(self, u: int, last_only: bool) -> Tensor:
         """Cached output of node ``u`` ``[B, P', D]``."""
         if not last_only:
@@ -126,6 +165,8 @@ class Receiver:
         is computed once; per variant only the senders where it departs from the snapshot are
         summed (ACDC's chains depart in a few senders)."""
         n, inp = self.ctx.graph.n_avail[self.k], self.input
+        if not self.ctx.mix.linear:
+            return self._receiver_input_grouped(columns, last_only)
         diff = (self.diff_at_last() if last_only else self.diff)[:n]
         key = ("receiver", last_only)
         if key not in self.cache:
@@ -137,6 +178,30 @@ class Receiver:
         change = columns[:, :n].to(diff.dtype) - column  # [V, n]
         senders = change.any(0).nonzero()[:, 0]
         return base[None] + torch.einsum("ubpd,vu->vbpd", diff[senders], change[:, senders])
+
+    def _receiver_input_grouped(self, columns: Tensor, last_only: bool) -> Tensor:
+        """:meth:`receiver_input` of a post-norm model: per sender group, the snapshot's sum plus
+        the senders where a variant departs from it, closed per variant."""
+        ctx, n, inp = self.ctx, self.ctx.graph.n_avail[self.k], self.input
+        key = ("receiver-groups", last_only)
+        if key not in self.cache:
+            column = self.mask[:n, self.k].to(self.diff.dtype).clone()
+            bases = [torch.einsum("ubpd,u->bpd", self.diff_rows(n, j, last_only),
+                                  column[list(g.rows)]) + self.group_sum(n, j, last_only)
+                     for j, g in enumerate(ctx.mix.groups(n))]
+            self.cache[key] = column, bases
+        column, bases = self.cache[key]
+        change = columns[:, :n].to(column.dtype) - column  # [V, n]
+        total = free_bias(ctx.w, inp.layer, inp.stage)
+        for j, g in enumerate(ctx.mix.groups(n)):
+            c = change[:, list(g.rows)]  # [V, rows]
+            senders = c.any(0).nonzero()[:, 0]
+            part = bases[j][None]
+            if len(senders):
+                part = part + torch.einsum("ubpd,vu->vbpd", self.diff_rows(n, j, last_only)[senders],
+                                           c[:, senders])
+            total = total + ctx.mix.close(g, part)
+        return total.expand(columns.shape[0], *total.shape[1:]) if total.shape[0] == 1 else total
 
     def final_logits(self, columns: Tensor) -> Tensor | None:
         """Last-position logits ``[V*B, vocab]`` of the variants ``columns`` ``[V, U]``, or None
@@ -172,6 +237,8 @@ class _Pass:
     def inputs(self, ks: list[int], last_only: bool = False) -> Tensor:
         """Inputs ``ks`` of every variant ``[len(ks), V*B, P', D]``, bias included."""
         inp = self.ctx.graph.inputs[ks[0]]
+        if not self.ctx.mix.linear:
+            return self._inputs_grouped(ks, last_only)
         shared = self.rx.shared_inputs(ks, last_only) + free_bias(self.ctx.w, inp.layer, inp.stage)
         used = [u for u in self.nodes if self.rx.mask_np[u, ks].any()]
         if not used:
@@ -180,6 +247,31 @@ class _Pass:
         varying = torch.einsum("ubpd,ui->ibpd", torch.stack([self._delta(u, last_only) for u in used]), m)
         i, _, p, d = varying.shape
         return (varying.view(i, self.v, -1, p, d) + shared[:, None]).view(i, -1, p, d)
+
+    def _inputs_grouped(self, ks: list[int], last_only: bool) -> Tensor:
+        """:meth:`inputs` of a post-norm model: each sender group's shared part plus the planned
+        nodes' differences in it, closed per variant; groups no planned node feeds closed once."""
+        ctx, rx = self.ctx, self.rx
+        inp, n = ctx.graph.inputs[ks[0]], ctx.graph.n_avail[ks[0]]
+        used = [u for u in self.nodes if rx.mask_np[u, ks].any()]
+        fixed = free_bias(ctx.w, inp.layer, inp.stage)
+        varying = None
+        for j, (g, part) in enumerate(zip(ctx.mix.groups(n), rx.shared_parts(ks, last_only),
+                                          strict=True)):
+            mine = [u for u in used if ctx.group_of[n].get(u) == j]
+            if not mine:
+                fixed = fixed + ctx.mix.close(g, part)
+                continue
+            m = rx.mask[mine][:, ks].to(part.dtype)  # [u, i]
+            delta = torch.einsum("ubpd,ui->ibpd", torch.stack([self._delta(u, last_only) for u in mine]), m)
+            i, _, p, d = delta.shape
+            closed = ctx.mix.close(g, delta.view(i, self.v, -1, p, d) + part[:, None])
+            varying = closed if varying is None else varying + closed
+        if varying is None:
+            return fixed.repeat(1, self.v, 1, 1)
+        i, _, b, p, d = varying.shape
+        fixed = fixed if fixed.dim() == 1 else fixed[:, None]  # bias only: every group varies
+        return (varying + fixed).view(i, -1, p, d)
 
     def run(self) -> Tensor:
         rx, graph, w = self.rx, self.ctx.graph, self.ctx.w

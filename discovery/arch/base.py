@@ -103,6 +103,10 @@ class Weights:
     parallel: bool = False
     #: name of the architecture family (stored with circuits, shown in errors)
     family: str = ""
+    #: post-norm attention (Gemma 2/3): the residual stream receives
+    #: ``attn_out_norm(layer, sum of the layer's heads + b_o[layer])``, so every receiver
+    #: recomputes that norm from its own mix of the layer's heads (the engine does this).
+    post_attn_norm: bool = False
 
     @property
     def n_layers(self) -> int:
@@ -115,6 +119,11 @@ class Weights:
     def scale_scores(self, scores: Tensor) -> Tensor:
         """Attention scores ``q . k`` scaled: by 1/sqrt(d_head) unless the model says otherwise."""
         return scores / math.sqrt(self.w_o.shape[2])
+
+    def attn_out_norm(self, layer: int, s: Tensor) -> Tensor:
+        """What the residual stream receives from ``layer``'s attention, given the sum ``s``
+        ``[..., D]`` of its heads' outputs and ``b_o[layer]``: ``s`` itself unless post-norm."""
+        return s
 
     def embed(self, tokens: Tensor) -> Tensor:
         """The node ``embed`` ``[B, P, D]`` from tokens ``[B, P]``."""
@@ -143,5 +152,7 @@ class Weights:
         """Residual-stream bias ``[D]`` seen by an input at (layer, stage) that belongs to no node:
         the attention output biases of the layers before it (and of its own layer, for a
         sequential MLP). Stage 0: heads, 1: MLP, 2: logits (``layer`` = n_layers)."""
+        if self.post_attn_norm:  # b_o is inside the post-norm: the engine adds it there
+            return torch.zeros_like(self.b_o[0])
         n = layer + (1 if stage == 1 and not self.parallel else 0)
         return self.b_o[:n].sum(0) if n > 0 else torch.zeros_like(self.b_o[0])
