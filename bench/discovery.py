@@ -3,7 +3,13 @@ against the lower bound of one suffix forward pass per edge. Prints a markdown t
 against numbers measured in the same run.
 
     python bench/discovery.py                       # shipped models on this machine (CPU)
+    python bench/discovery.py --dtype bfloat16      # the same in bf16 (metrics still fp32)
     python bench/discovery.py --device cuda --gpt2-small --reference-edges 300
+
+Every row (model, task, method) runs in a fresh subprocess, so its ``peak MiB`` is that row's
+alone: on CPU the process's maximum resident set (``resource.getrusage(...).ru_maxrss``: torch,
+the model and the search; ``before`` is the same high-water mark just before the search), on CUDA
+``torch.cuda.max_memory_allocated`` during the search (``before``: allocated when it starts).
 
 ``--gpt2-small`` adds a randomly initialised model of GPT-2 small's shape (12 x 12, d 768, MLPs;
 32,491 edges): random weights are fine for speed. Its reference ACDC is timed on the first
@@ -13,9 +19,11 @@ against numbers measured in the same run.
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,53 +38,45 @@ from discovery.patching import forward_from  # noqa: E402
 
 
 class PeakMemory:
-    """Peak memory during a block: CUDA's allocator peak, or resident set size sampled on CPU."""
+    """Memory of a block, in MiB: ``before`` and ``peak``. CUDA: the allocator's peak during the
+    block. CPU: the process's maximum resident set (ru_maxrss, KiB on Linux), which only grows,
+    so run one row per fresh process (:func:`main` does) for it to be that row's."""
 
     def __init__(self, device: torch.device):
-        self.device, self.peak, self._stop = device, 0, threading.Event()
+        self.device = device
 
     @staticmethod
-    def _rss() -> int:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+    def _max_rss() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
+            self.before = torch.cuda.memory_allocated() / 2**20
         else:
-            self.base = self._rss()
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
+            self.before = self._max_rss()
         return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.02)  # sparse sampling: the sampler must not slow the work it watches
 
     def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated()
+            self.peak = torch.cuda.max_memory_allocated() / 2**20
         else:
-            self._stop.set()
-            self.thread.join()
-        self.mb = max(0, self.peak - self.base) / 2**20
+            self.peak = self._max_rss()
 
 
 def timed(fn, device: torch.device, repeat: int):
-    """(best seconds, result, peak MB of the best run)."""
+    """(best seconds, result of the best run)."""
     best = None
     for _ in range(repeat):
-        with PeakMemory(device) as mem:
-            start = time.perf_counter()
-            result = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
         if best is None or seconds < best[0]:
-            best = (seconds, result, mem.mb)
+            best = (seconds, result)
     return best
 
 
@@ -112,54 +112,74 @@ def gpt2_small_shape(directory: Path) -> str:
     return str(directory)
 
 
-def bench_pair(model_name: str, task: str, args, rows: list[str]) -> None:
+METHODS = ("acdc-reference", "acdc", "eap", "eap-ig")
+
+
+def run_row(model_name: str, task: str, method: str, args) -> dict:
+    """One row, measured in this process: seconds (best of ``--repeat``), passes, memory."""
     model = load_model(model_name, device=args.device)
     device = model.device
     data = task_data(task, model, args.prompts, 0)
-    fresh = lambda metric="kl": build_problem(model, data, metric=metric, ablation="corrupt")  # noqa: E731
-    config = AlgorithmConfig(threshold=args.threshold, top_n=None)
-    n_edges = fresh().graph.n_edges
-    bound = min(lower_bound(fresh()) for _ in range(args.repeat))
-    results = {}
-    for method in ("acdc-reference", "acdc", "eap", "eap-ig"):
-        metric = "kl" if method.startswith("acdc") else data.metric
-        partial = method == "acdc-reference" and args.reference_edges and n_edges > args.reference_edges
-        if partial:
-            seconds, result, mb = _partial_reference(fresh(metric), config, args.reference_edges, device)
-            seconds *= n_edges / args.reference_edges
+    metric = "kl" if method.startswith("acdc") or method == "lower bound" else data.metric
+    fresh = lambda: build_problem(model, data, metric=metric, ablation="corrupt", dtype=args.dtype)  # noqa: E731
+    config = AlgorithmConfig(threshold=args.threshold, top_n=None, max_batch_memory=args.max_batch_memory)
+    problem = fresh()
+    n_edges, partial = problem.graph.n_edges, False
+    with PeakMemory(device) as mem:
+        if method == "lower bound":
+            seconds, passes = min(lower_bound(fresh()) for _ in range(args.repeat)), n_edges
+        elif method == "acdc-reference" and args.reference_edges and n_edges > args.reference_edges:
+            seconds, passes = _partial_reference(problem, config, args.reference_edges)
+            seconds, partial = seconds * n_edges / args.reference_edges, True
         else:
-            def go(m=method, metric=metric):
-                problem = fresh(metric)
-                return ALGORITHMS[m](problem, config), problem.forward_passes
-            seconds, result, mb = timed(go, device, 1 if method == "acdc-reference" else args.repeat)
-        results[method] = seconds
-        passes = result[1] if isinstance(result, tuple) else result
-        ref = results.get("acdc-reference")
+            def go():
+                p = fresh()
+                ALGORITHMS[method](p, config)
+                return p.forward_passes
+            seconds, passes = timed(go, device, 1 if method == "acdc-reference" else args.repeat)
+    return {"edges": n_edges, "seconds": seconds, "passes": passes, "partial": partial,
+            "before_mib": mem.before, "peak_mib": mem.peak}
+
+
+def bench_pair(model_name: str, task: str, args, rows: list[str]) -> None:
+    """The rows of one (model, task), each from a fresh subprocess (its own peak memory)."""
+    results = {}
+    for method in (*METHODS, "lower bound"):
+        command = [sys.executable, __file__, "--one", model_name, task, method,
+                   *(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                     if k in ("device", "prompts", "threshold", "repeat", "reference_edges", "dtype")),
+                   *([f"--max-batch-memory={args.max_batch_memory}"] if args.max_batch_memory else []),
+                   *([f"--threads={args.threads}"] if args.threads else [])]
+        out = subprocess.run(command, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"bench row {model_name} {task} {method} failed:\n{out.stderr[-3000:]}")
+        results[method] = json.loads(out.stdout.strip().splitlines()[-1])
+    bound, ref = results["lower bound"]["seconds"], results["acdc-reference"]["seconds"]
+    for method, r in results.items():
+        versus = "" if method == "lower bound" else f"{ref / r['seconds']:.1f}x"
         rows.append(
-            f"| {model_name} | {task} | {n_edges} | {method} | {passes} | "
-            f"{'~' if partial else ''}{seconds:.2f} | {mb:.0f} | "
-            f"{(ref / seconds) if ref else float('nan'):.1f}x | {seconds / bound:.2f} |"
+            f"| {model_name} | {task} | {r['edges']} | {method} | {args.dtype} | {r['passes']} | "
+            f"{'~' if r['partial'] else ''}{r['seconds']:.2f} | {r['peak_mib']:.0f} | {r['before_mib']:.0f} | "
+            f"{versus} | {r['seconds'] / bound:.2f} |"
         )
-    rows.append(f"| {model_name} | {task} | {n_edges} | lower bound | {n_edges} | {bound:.2f} | | | 1.00 |")
-    print("\n".join(rows[-5:]), flush=True)
+    print("\n".join(rows[-len(results):]), flush=True)
 
 
-def _partial_reference(problem, config, n: int, device):
-    """Reference ACDC on its first ``n`` edges (timed), for models where all would take hours."""
+def _partial_reference(problem, config, n: int):
+    """Reference ACDC on its first ``n`` edges (timed), for models where all would take hours:
+    (seconds, passes)."""
     graph = problem.graph
     mask = graph.valid().to(problem.ablation.device)
-    with PeakMemory(device) as mem:
-        start = time.perf_counter()
-        current = problem.run(mask)
-        for u, k in graph.edges_in_order()[:n]:
-            mask[u, k] = False
-            without = problem.run(mask)
-            if (without - current).item() < config.threshold:
-                current = without
-            else:
-                mask[u, k] = True
-        seconds = time.perf_counter() - start
-    return seconds, n, mem.mb
+    start = time.perf_counter()
+    current = problem.run(mask)
+    for u, k in graph.edges_in_order()[:n]:
+        mask[u, k] = False
+        without = problem.run(mask)
+        if (without - current).item() < config.threshold:
+            current = without
+        else:
+            mask[u, k] = True
+    return time.perf_counter() - start, n
 
 
 def main() -> None:
@@ -173,6 +193,11 @@ def main() -> None:
     parser.add_argument("--gpt2-small", action="store_true")
     parser.add_argument("--reference-edges", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--max-batch-memory", type=int, help="bytes one batched pass may use "
+                        "(default: half the available memory); smaller splits EAP-IG and ACDC batches")
+    parser.add_argument("--one", nargs=3, metavar=("MODEL", "TASK", "METHOD"),
+                        help="run one row in this process and print it as JSON (what each row's subprocess does)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -180,11 +205,18 @@ def main() -> None:
     from transformers.utils import logging
 
     logging.set_verbosity_error()
+    if args.one:
+        print(json.dumps(run_row(*args.one, args)))
+        return
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()} threads"
+    memory = ("torch.cuda.max_memory_allocated during the search" if args.device.startswith("cuda")
+              else "ru_maxrss of a fresh process per row (torch + model + search)")
     print(f"# discovery bench on {device_name}, torch {torch.__version__}, {args.prompts} prompts, "
-          f"threshold {args.threshold}, best of {args.repeat}\n")
-    rows = ["| model | task | edges | method | passes | seconds | peak MB | vs reference | vs lower bound |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+          f"threshold {args.threshold}, {args.dtype}, best of {args.repeat}, max batch memory "
+          f"{args.max_batch_memory or 'default'}; peak MiB: {memory}; "
+          "before: the same just before the search\n")
+    rows = ["| model | task | edges | method | dtype | passes | seconds | peak MiB | before MiB | vs reference | vs lower bound |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     print("\n".join(rows), flush=True)
     pairs = [p.split(":") for p in args.pairs.split(",") if p]
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,10 @@ gives the "before" column); rows that need this version's lazy ``LoadedModel`` s
 Rows: the three targets (``circuits discover --model multitask --task ioi`` end to end, loading a
 shipped model, ``import discovery``) with pass/fail, then what they are made of, measured the same
 way: the floors this project does not control (``import torch``; the ``transformers`` modeling
-stack, which imports ``torch._dynamo`` through ``transformers.masking_utils``), the first use of
+stack, which imports ``torch._dynamo`` through ``transformers.masking_utils``), the whole
+discovery in a process that has torch (the search is most of it) on each shipped architecture
+(their saved weights and ``tokenizer.json`` are read without ``transformers``), what importing
+``transformers`` would add, the first use of
 the weights, a second load in a warm process (a worker's case), and what booting the
 TransformerBridge would still cost. Timings on a shared machine vary with its load: the load
 average is printed beside the table.
@@ -59,6 +62,8 @@ def rows(out: Path) -> list[tuple[str, float | None, object]]:
     has no lazy weights)."""
     lazy = "def hf_model" in (ROOT / "discovery" / "models.py").read_text()
     load = "from discovery.models import load_model; m = load_model('multitask', device='cpu')"
+    discover = ("from discovery.discover import DiscoveryRequest, discover; "
+                "discover(DiscoveryRequest(model='{name}', task='ioi', device='cpu'))")
     return [
         ("circuits discover --model multitask --task ioi (end to end)", 3.0,
          lambda: whole([PY, "-m", "api.cli", "discover", "--model", "multitask", "--task", "ioi",
@@ -66,6 +71,14 @@ def rows(out: Path) -> list[tuple[str, float | None, object]]:
         ("load_model('multitask') (after import torch)", 1.0, lambda: inside(load, "import torch")),
         ("import discovery", 1.5, lambda: inside("import discovery")),
         ("  floor: import torch", None, lambda: inside("import torch")),
+        ("  discover ioi on multitask in-process (after import torch)", None,
+         lambda: inside(discover.format(name="multitask"), "import torch")),
+        ("  discover ioi on multitask-llama in-process", None,
+         lambda: inside(discover.format(name="multitask-llama"), "import torch")),
+        ("  discover ioi on multitask-pythia in-process", None,
+         lambda: inside(discover.format(name="multitask-pythia"), "import torch")),
+        ("  import transformers (no longer on the discover path)", None,
+         lambda: inside("import transformers", "import torch")),
         ("  floor: transformers GPT-2 modeling import (torch._dynamo)", None,
          lambda: inside("from transformers.models.gpt2 import modeling_gpt2",
                         "import torch, transformers")),

@@ -15,7 +15,8 @@ ABLATIONS: tuple[str, ...] = ("corrupt", "mean", "zero")
 #: The Hugging Face classes the patched forward has an adapter for (the keys of
 #: :data:`discovery.arch.ADAPTERS`, which loads torch; a test keeps the two equal).
 EDGE_ARCHITECTURES: tuple[str, ...] = ("GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM",
-                                       "Qwen2ForCausalLM", "GPTNeoXForCausalLM")
+                                       "Qwen2ForCausalLM", "GPTNeoXForCausalLM",
+                                       "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM")
 
 
 def unsupported_architecture(config: dict[str, Any]) -> str | None:

@@ -6,6 +6,11 @@ Node names are stable and readable, and they are also the Neo4j keys:
 ``embed`` (token + position embedding), ``a{L}.h{H}`` (attention head), ``m{L}`` (MLP),
 ``m{L}.n{I}`` (neuron I of MLP L), ``logits``. An edge ``src->dst<input>`` names the input of the
 receiver it feeds: ``q``, ``k`` or ``v`` for a head, ``mlp`` for an MLP or neuron, ``logits``.
+
+Graphs with one k/v input per key-value group (``GraphShape.kv_groups``, grouped-query attention)
+add the receiver-only node ``a{L}.kv{G}`` (kind ``kv_group``: the shared K/V projection of group G
+of layer L, read by query heads ``G * H/G .. (G + 1) * H/G - 1``; its ``head`` field holds G). Its
+edges are ``src->a{L}.kv{G}<k>`` and ``<v>``; q edges stay ``src->a{L}.h{H}<q>``.
 """
 
 from __future__ import annotations
@@ -15,16 +20,21 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-NodeKind = Literal["embed", "attention", "mlp", "neuron", "logits"]
+NodeKind = Literal["embed", "attention", "kv_group", "mlp", "neuron", "logits"]
 EdgeInput = Literal["q", "k", "v", "mlp", "logits"]
 EDGE_INPUTS: tuple[str, ...] = ("q", "k", "v", "mlp", "logits")
 
-_NODE_RE = re.compile(r"^(?:(embed)|(logits)|a(\d+)\.h(\d+)|m(\d+)(?:\.n(\d+))?)$")
+_NODE_RE = re.compile(r"^(?:(embed)|(logits)|a(\d+)\.h(\d+)|a(\d+)\.kv(\d+)|m(\d+)(?:\.n(\d+))?)$")
 _EDGE_RE = re.compile(r"^(?P<src>[^<>-]+)->(?P<dst>[^<>-]+?)(?:<(?P<input>q|k|v)>)?$")
 
 
 def head_name(layer: int, head: int) -> str:
     return f"a{layer}.h{head}"
+
+
+def kv_group_name(layer: int, group: int) -> str:
+    """The shared k/v input of key-value group ``group`` of ``layer`` (grouped graphs only)."""
+    return f"a{layer}.kv{group}"
 
 
 def mlp_name(layer: int) -> str:
@@ -43,6 +53,20 @@ class GraphShape:
     n_heads: int
     mlp: bool = True  # False for attention-only models
     parallel: bool = False  # GPT-NeoX/Pythia: a layer's MLP reads what its heads read, not their output
+    #: None: k and v inputs per query head (MIB-compatible, the default). Else the number G of
+    #: key-value groups (dividing n_heads): one k and one v input per group, node ``a{L}.kv{G}``;
+    #: head h belongs to group ``h // (n_heads // G)``. Absent on older circuits (None).
+    kv_groups: int | None = None
+
+    def __post_init__(self) -> None:
+        g = self.kv_groups
+        if g is not None and (not isinstance(g, int) or g < 1 or self.n_heads % g):
+            raise ValueError(f"kv_groups must be None or a positive divisor of n_heads={self.n_heads}, "
+                             f"got {g!r}; use None for k/v inputs per query head")
+
+    def group_of(self, head: int) -> int:
+        """The key-value group of query ``head`` (``head`` itself when k/v are per head)."""
+        return head if self.kv_groups is None else head // (self.n_heads // self.kv_groups)
 
     def upstream(self) -> list[str]:
         """Every node with an output, in topological order: embed, then per layer heads and MLP."""
@@ -53,17 +77,28 @@ class GraphShape:
                 names.append(mlp_name(layer))
         return names
 
+    def kv_nodes(self) -> list[str]:
+        """The receiver-only key-value group nodes ``a{L}.kv{G}`` (none unless ``kv_groups``)."""
+        return [kv_group_name(layer, g) for layer in range(self.n_layers)
+                for g in range(self.kv_groups or 0)]
+
     def edges(self) -> list[str]:
         """Every edge name: each upstream output to each later input (q/k/v of heads, MLP, logits).
 
         Heads of one layer read the residual before any of them writes; an MLP reads after its
         layer's heads (with ``parallel``, what its heads read). GPT-2 small's shape (12 x 12, MLPs)
-        has 32,491 edges."""
+        has 32,491 edges. With ``kv_groups`` G, each layer has ``n_heads`` q inputs and 2 * G k/v
+        inputs (``a{L}.kv{G}``), each read from every earlier node."""
         names: list[str] = []
         upstream = ["embed"]
         for layer in range(self.n_layers):
             heads = [head_name(layer, h) for h in range(self.n_heads)]
-            names += [f"{src}->{dst}<{x}>" for dst in heads for x in "qkv" for src in upstream]
+            if self.kv_groups is None:
+                names += [f"{src}->{dst}<{x}>" for dst in heads for x in "qkv" for src in upstream]
+            else:
+                names += [f"{src}->{dst}<q>" for dst in heads for src in upstream]
+                names += [f"{src}->{kv_group_name(layer, g)}<{x}>" for g in range(self.kv_groups)
+                          for x in "kv" for src in upstream]
             mlp_reads = upstream if self.parallel else upstream + heads
             upstream = upstream + heads
             if self.mlp:
@@ -89,15 +124,17 @@ class Node:
         m = _NODE_RE.match(name)
         if not m:
             raise ValueError(
-                f"bad node name {name!r}: expected embed, logits, a<L>.h<H>, m<L> or m<L>.n<I>"
+                f"bad node name {name!r}: expected embed, logits, a<L>.h<H>, a<L>.kv<G>, m<L> or m<L>.n<I>"
             )
-        embed, logits, a_layer, a_head, m_layer, m_neuron = m.groups()
+        embed, logits, a_layer, a_head, kv_layer, kv_group, m_layer, m_neuron = m.groups()
         if embed:
             return cls(name, "embed", score=score)
         if logits:
             return cls(name, "logits", score=score)
         if a_layer is not None:
             return cls(name, "attention", int(a_layer), int(a_head), score=score)
+        if kv_layer is not None:  # ``head`` holds the group index
+            return cls(name, "kv_group", int(kv_layer), int(kv_group), score=score)
         if m_neuron is not None:
             return cls(name, "neuron", int(m_layer), neuron=int(m_neuron), score=score)
         return cls(name, "mlp", int(m_layer), score=score)
@@ -108,6 +145,10 @@ def input_of(receiver: Node, qkv: str | None = None) -> EdgeInput:
     if receiver.kind == "attention":
         if qkv not in ("q", "k", "v"):
             raise ValueError(f"an edge into head {receiver.name} needs input q, k or v, got {qkv!r}")
+        return qkv  # type: ignore[return-value]
+    if receiver.kind == "kv_group":
+        if qkv not in ("k", "v"):
+            raise ValueError(f"an edge into key-value group {receiver.name} needs input k or v, got {qkv!r}")
         return qkv  # type: ignore[return-value]
     if receiver.kind in ("mlp", "neuron"):
         return "mlp"
@@ -224,6 +265,7 @@ class Provenance:
     seed: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
+    dtype: str = "float32"  # what the weights and passes ran in (float32, bfloat16, float16)
     timings: dict[str, float] = field(default_factory=dict)
     created_at: str = ""
 

@@ -7,7 +7,7 @@ import hashlib
 import platform
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -36,6 +36,12 @@ EDGE_ORDERS: dict[str, str] = {
     "acdc-reference": _ACDC_ORDER,
     "eap-ig+acdc": _ACDC_ORDER + ", over the EAP-IG candidates only",
 }
+#: ``--dtype`` names -> the dtype the weights, node outputs and passes run in. Metrics, KL and
+#: EAP's gradients accumulate in fp32 whatever this is (discovery.problem, attribution).
+#: ``--kv-inputs`` choices (DiscoveryRequest.kv_inputs)
+KV_INPUTS = ("head", "group")
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                                  "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -57,16 +63,28 @@ class DiscoveryRequest:
     granularity: str = "edges"  # or "neurons": also find the neurons of each MLP in the circuit
     neuron_share: float = 0.9
     algorithm: dict = field(default_factory=dict)
+    dtype: str = "float32"  # one of DTYPES: what the weights are read in and the passes run in
+    #: bytes one batched pass may use (EAP-IG's steps * B rows, ACDC's variants); None: half the
+    #: memory available when the search starts (discovery.memory)
+    max_batch_memory: int | None = None
+    #: grouped-query attention: "head" (default, MIB-compatible) gives every query head its own k
+    #: and v inputs; "group" one k and one v input per key-value group (node a{L}.kv{G}). On a
+    #: model without GQA "group" is the identity grouping (G = n_heads: one group per head).
+    kv_inputs: str = "head"
 
     def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.granularity not in ("edges", "neurons"):
             raise ValueError(f"granularity must be edges or neurons, got {self.granularity!r}")
+        if self.kv_inputs not in KV_INPUTS:
+            raise ValueError(f"kv_inputs must be one of {', '.join(KV_INPUTS)}, got {self.kv_inputs!r}")
         if self.n_prompts < 1:
             raise ValueError(f"n_prompts must be >= 1, got {self.n_prompts}")
 
     def config(self) -> AlgorithmConfig:
         return AlgorithmConfig(threshold=self.threshold, top_n=self.top_n, ig_steps=self.ig_steps,
-                               **self.algorithm)
+                               **{"max_batch_memory": self.max_batch_memory, **self.algorithm})
 
 
 def task_data(task: str, model: LoadedModel | None, n: int, seed: int) -> TaskData:
@@ -83,19 +101,42 @@ def hf_model_of(model: LoadedModel):  # noqa: ANN201 - a transformers PreTrained
     return getattr(model, "hf_model", None) or model.bridge.original_model
 
 
-def model_weights(model: LoadedModel):  # noqa: ANN201 - a discovery.arch.Weights
-    """The patched forward's weights: straight from the saved safetensors where the architecture
-    has a reader and the ``transformers`` model was not built anyway (start-up time), else from it."""
+def model_weights(model: LoadedModel, dtype: str = "float32"):  # noqa: ANN201 - a discovery.arch.Weights
+    """The patched forward's weights in ``dtype`` (a :data:`DTYPES` name): straight from the saved
+    safetensors where the architecture has a reader and the ``transformers`` model was not built
+    anyway (start-up time), else from it. Not fp32 and not built yet, the ``transformers`` model
+    is loaded in ``dtype`` for the read and not kept, so no fp32 copy of the model stays."""
+    torch_dtype = DTYPES[dtype]
     if model.path is not None and not model.hf_model_loaded:
         saved = read_saved_weights(model.path, model.config, model.device_name)
         if saved is not None:
-            return saved
-    return read_weights(hf_model_of(model))  # UnsupportedModelError names the supported ones
+            return cast_weights(saved, torch_dtype)
+    if torch_dtype != torch.float32 and not model.hf_model_loaded and getattr(model, "ref", ""):
+        from discovery.models import _load_hf_model
+
+        return read_weights(_load_hf_model(model.ref, model.architecture, model.device_name, torch_dtype))
+    # UnsupportedModelError names the supported ones
+    return cast_weights(read_weights(hf_model_of(model)), torch_dtype)
 
 
-def build_problem(model: LoadedModel, data: TaskData, *, metric: str, ablation: str) -> Problem:
-    weights = model_weights(model)  # UnsupportedModelError names the class and the supported ones
-    graph = Graph(graph_shape(weights, mlp=not model.attn_only))
+def cast_weights(weights, dtype: torch.dtype):  # noqa: ANN001, ANN201 - a discovery.arch.Weights
+    """``weights`` with every floating-point tensor field in ``dtype`` (each converted once; the
+    same object, untouched, when already so). Integer tensors and non-tensors stay as they are."""
+    changes = {f.name: value.to(dtype) for f in fields(weights)
+               if isinstance(value := getattr(weights, f.name), torch.Tensor)
+               and value.is_floating_point() and value.dtype != dtype}
+    return replace(weights, **changes) if changes else weights
+
+
+def build_problem(model: LoadedModel, data: TaskData, *, metric: str, ablation: str,
+                  dtype: str = "float32", kv_inputs: str = "head") -> Problem:
+    """The problem of ``data`` on ``model``, its weights and node outputs in ``dtype``; with
+    ``kv_inputs`` "group" the graph has one k/v input per key-value group."""
+    weights = model_weights(model, dtype)  # UnsupportedModelError names the class and the supported ones
+    shape = graph_shape(weights, mlp=not model.attn_only)
+    if kv_inputs == "group":
+        shape = replace(shape, kv_groups=weights.n_kv_heads)
+    graph = Graph(shape)
     batch = tokenize_task(data, model.tokenizer, n_ctx=model.n_ctx).to(model.device)
     return Problem.build(weights, graph, batch, metric=metric, ablation=ablation)  # type: ignore[arg-type]
 
@@ -113,21 +154,24 @@ def discover(request: DiscoveryRequest, *, progress: Progress | None = None,
     data = data or task_data(request.task, model, request.n_prompts, request.seed)
     default_metric = "kl" if request.method.startswith("acdc") else data.metric
     problem = build_problem(model, data, metric=request.metric or default_metric,
-                            ablation=request.ablation)
+                            ablation=request.ablation, dtype=request.dtype,
+                            kv_inputs=request.kv_inputs)
     prepared = time.monotonic()
     result = algorithm(problem, config, progress)
     searched = time.monotonic()
     graph = problem.graph
     # Dangling edges carry nothing (discovery.prune); the metrics are those of the cleaned circuit.
+    # one entry per graph edge: a tie set (k/v of a key-value group) at its first column
+    once = graph.leaders()[None]
     pruned = prune_edges((graph.edge(u, k, _score(result.scores[u, k]))
-                          for u, k in result.mask.nonzero().tolist()),
-                         from_embed=request.ablation == "corrupt")
+                          for u, k in (result.mask & once).nonzero().tolist()),
+                         from_embed=request.ablation == "corrupt", shape=graph.shape)
     edges, mask = pruned.edges, _mask_of(graph, pruned.edges)
     evaluation = evaluate(problem, mask.to(problem.ablation.device))
     names = {e.src for e in edges} | {e.dst for e in edges}
     neuron_nodes = _neurons(problem, mask, names, request) if request.granularity == "neurons" else ()
     scores = {graph.edge(u, k).name: _score(result.scores[u, k])
-              for u, k in graph.valid().nonzero().tolist()}
+              for u, k in graph.edge_valid().nonzero().tolist()}
     return Circuit(
         id=str(uuid.uuid4()),
         nodes=tuple(Node.parse(n) for n in sorted(names)) + neuron_nodes,
@@ -145,7 +189,8 @@ def _mask_of(graph: Graph, edges: tuple) -> torch.Tensor:
     """[n_upstream, n_inputs] bool mask of ``edges``."""
     mask = torch.zeros(graph.n_upstream, graph.n_inputs, dtype=torch.bool)
     for edge in edges:
-        mask[graph.up_index[edge.src], graph.in_index[(edge.dst, edge.input)]] = True
+        u, k = graph.index_of(edge.name)
+        mask[u, list(graph.tie_of(k))] = True  # a group edge: all its tied columns
     return mask
 
 
@@ -163,7 +208,7 @@ def _neurons(problem: Problem, mask: torch.Tensor, names: set[str], request: Dis
 
 def edge_order_names(graph: Graph) -> list[str]:
     """Every edge name in ACDC's visiting order (:meth:`Graph.edges_in_order`)."""
-    return [graph.edge(u, k).name for u, k in graph.edges_in_order()]
+    return [graph.edge(u, k).name for u, k in graph.edges_in_order()]  # a tie set once
 
 
 def edge_order_sha256(graph: Graph) -> str:
@@ -194,10 +239,10 @@ def _provenance(request, model, data, problem, *, timings, stats, pruned):
         edge_order=EDGE_ORDERS.get(request.method),
         edge_order_sha256=edge_order_sha256(problem.graph) if request.method in EDGE_ORDERS else None,
         params={"metric": problem.metric, "ablation": request.ablation, "top_n": request.top_n,
-                "n_prompts": len(data.pairs), "ig_steps": request.ig_steps,
+                "n_prompts": len(data.pairs), "ig_steps": request.ig_steps, "kv_inputs": request.kv_inputs,
                 "edges_total": problem.graph.n_edges, "dangling_removed": pruned.record(),
                 **{k: float(v) for k, v in stats.items()}},
-        seed=request.seed, device=str(model.device),
+        seed=request.seed, device=str(model.device), dtype=request.dtype,
         versions={"torch": torch.__version__, "transformer_lens": _version("transformer-lens"),
                   "circuit_atlas": _version("circuit-atlas"), "python": platform.python_version()},
         timings={k: round(v, 3) for k, v in timings.items()},

@@ -31,7 +31,7 @@ MIB_INPUT = "input"  # the EAP-IG / MIB name of our ``embed`` node
 _MIB_MLP_RE = re.compile(r"^m\d+$")  # an MLP node: the graph has MLPs
 QKV_COLORS = {"q": "#1f77b4", "k": "#ff7f0e", "v": "#2ca02c"}
 PLAIN_COLOR = "#7f7f7f"  # MLP and logits edges
-_FILL = {"embed": "#e0e0e0", "attention": "#cfe2f3", "mlp": "#fce5cd", "neuron": "#fff2cc",
+_FILL = {"embed": "#e0e0e0", "attention": "#cfe2f3", "kv_group": "#d9d2e9", "mlp": "#fce5cd", "neuron": "#fff2cc",
          "logits": "#e0e0e0"}
 
 
@@ -68,10 +68,14 @@ def to_mib_json(circuit: Circuit) -> dict[str, Any]:
         if score is None and name in kept:
             score = kept[name].score
         edges[_to_mib(name)] = {"score": _json_float(score), "in_graph": name in kept}
+    cfg = {"n_layers": circuit.graph.n_layers, "n_heads": circuit.graph.n_heads,
+           "parallel_attn_mlp": circuit.graph.parallel, "d_model": None}
+    if circuit.graph.kv_groups is not None:  # one k/v input per key-value group (not MIB's default)
+        cfg["kv_groups"] = circuit.graph.kv_groups
+    nodes = [*circuit.graph.upstream(), *circuit.graph.kv_nodes(), "logits"]
     return {
-        "cfg": {"n_layers": circuit.graph.n_layers, "n_heads": circuit.graph.n_heads,
-                "parallel_attn_mlp": circuit.graph.parallel, "d_model": None},
-        "nodes": {_to_mib(n): n in in_graph for n in [*circuit.graph.upstream(), "logits"]},
+        "cfg": cfg,
+        "nodes": {_to_mib(n): n in in_graph for n in nodes},
         "edges": edges,
     }
 
@@ -89,7 +93,8 @@ def from_mib_json(data: dict[str, Any] | str, *, model: str, task: str, method: 
     # Parallel blocks (GPT-NeoX): a layer's MLP reads what its heads read, not their outputs.
     shape = GraphShape(int(cfg["n_layers"]), int(cfg["n_heads"]),
                        mlp=any(_MIB_MLP_RE.match(n) for n in data["nodes"]),
-                       parallel=bool(cfg.get("parallel_attn_mlp")))
+                       parallel=bool(cfg.get("parallel_attn_mlp")),
+                       kv_groups=int(cfg["kv_groups"]) if cfg.get("kv_groups") else None)
     scores: dict[str, float] = {}
     kept: list[Edge] = []
     for mib_name, entry in data["edges"].items():
@@ -98,7 +103,7 @@ def from_mib_json(data: dict[str, Any] | str, *, model: str, task: str, method: 
             scores[name] = float(score)
         if entry.get("in_graph"):
             kept.append(Edge.parse(name, scores.get(name)))
-    order = {n: i for i, n in enumerate([*shape.upstream(), "logits"])}
+    order = {n: i for i, n in enumerate([*shape.upstream(), *shape.kv_nodes(), "logits"])}
     names = sorted({e.src for e in kept} | {e.dst for e in kept}, key=order.__getitem__)
     digest = hashlib.sha256("\n".join(sorted(e.name for e in kept)).encode()).hexdigest()[:12]
     nan = float("nan")
@@ -119,7 +124,8 @@ def to_networkx(circuit: Circuit) -> nx.MultiDiGraph:
     g = nx.MultiDiGraph(
         circuit_id=circuit.id,  # not "id": the GraphML writer pops that one off g.graph
         metrics=json.dumps(asdict(circuit.metrics)), provenance=json.dumps(asdict(circuit.provenance)),
-        edge_scores=json.dumps(circuit.edge_scores), **(asdict(circuit.graph) if circuit.graph else {}))
+        edge_scores=json.dumps(circuit.edge_scores),
+        **(_scalars(**asdict(circuit.graph)) if circuit.graph else {}))  # kv_groups None: absent
     for n in circuit.nodes:
         g.add_node(n.name, **_scalars(kind=n.kind, layer=n.layer, head=n.head, neuron=n.neuron,
                                       score=n.score))
@@ -144,7 +150,9 @@ def from_networkx(g: nx.DiGraph, *, metrics: Metrics | None = None,
         name = f"{u}->{v}<{qkv}>" if qkv in QKV_COLORS else f"{u}->{v}"
         indexed.append((data.get("index", pos), Edge.parse(name, data.get("score"))))
     shape = GraphShape(int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["mlp"]),
-                       parallel=bool(meta.get("parallel", False))) if "n_layers" in meta else None
+                       parallel=bool(meta.get("parallel", False)),
+                       kv_groups=int(meta["kv_groups"]) if meta.get("kv_groups") else None,
+                       ) if "n_layers" in meta else None
     return Circuit(id=circuit_id or str(meta["circuit_id"]), nodes=nodes, graph=shape,
                    edges=tuple(e for _, e in sorted(indexed, key=lambda t: t[0])),
                    metrics=metrics or Metrics(**json.loads(meta["metrics"])),
@@ -180,7 +188,7 @@ def _row(node: Node, shape: GraphShape) -> int:
         return 0
     if node.kind == "logits":
         return 1 + stride * shape.n_layers
-    return 1 + stride * node.layer + (node.kind != "attention")
+    return 1 + stride * node.layer + (node.kind not in ("attention", "kv_group"))
 
 
 def _row_labels(shape: GraphShape) -> list[str]:
@@ -242,6 +250,10 @@ def _positions(nodes: Iterable[Node], shape: GraphShape) -> dict[str, tuple[floa
     for n in nodes:
         if n.kind == "attention":
             x = float(n.head)
+        elif n.kind == "kv_group":  # centred under the heads that read it, just below their row
+            size = shape.n_heads // (shape.kv_groups or shape.n_heads)
+            pos[n.name] = (n.head * size + (size - 1) / 2, _row(n, shape) - 0.4)
+            continue
         elif n.kind == "neuron":
             x = centre + 0.7 + 0.55 * slot[(n.layer, n.neuron)]
         else:

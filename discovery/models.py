@@ -7,8 +7,11 @@ tokenizer that does not fit the model.
 
 Why not boot a ``TransformerBridge`` here: importing transformer_lens costs 3-7 s and booting it
 another 2-6 s even on a 237k-parameter model, while the discovery engine only reads the weights of
-the Hugging Face model. So :func:`load_model` reads the config and tokenizer; the ``transformers``
-model (:attr:`LoadedModel.hf_model`) is built on first use, and the bridge
+the Hugging Face model. So :func:`load_model` reads the config and tokenizer (a plain
+``tokenizer.json`` through the ``tokenizers`` library, :mod:`discovery.tokenizer`: importing
+``transformers`` alone costs ~1.2 s, and discovery reads saved weights without it,
+:data:`discovery.arch.SAVED_READERS`); the ``transformers`` model
+(:attr:`LoadedModel.hf_model`) is built on first use, and the bridge
 (:attr:`LoadedModel.bridge`, for its hooks: ``run_with_cache`` in :mod:`discovery.heads`) is booted
 on first use around that same model, so the weights are never loaded twice.
 """
@@ -25,6 +28,7 @@ from typing import Any
 import torch
 
 from discovery.catalog import shipped_models
+from discovery.tokenizer import FastTokenizer, as_transformers_tokenizer, fast_tokenizer_fits
 
 #: Config fields that hold the context length, in the order transformer_lens reads them.
 _N_CTX_FIELDS = ("n_positions", "max_position_embeddings", "max_context_length", "max_length",
@@ -37,8 +41,10 @@ class ModelLoadError(ValueError):
 
 @dataclass
 class LoadedModel:
-    """A model ready for discovery: its tokenizer, config and facts about it; the ``transformers``
-    model and the TransformerBridge are built on first use (see the module docstring)."""
+    """A model ready for discovery: its tokenizer (a :class:`~discovery.tokenizer.FastTokenizer`
+    for plain tokenizer.json directories, else ``transformers``'), config and facts about it; the
+    ``transformers`` model and the TransformerBridge are built on first use (see the module
+    docstring)."""
 
     name: str
     tokenizer: Any
@@ -74,7 +80,8 @@ class LoadedModel:
         from transformer_lens.model_bridge import TransformerBridge
 
         bridge = TransformerBridge.boot_transformers(self.ref, hf_model=self.hf_model,
-                                                     tokenizer=self.tokenizer, device=self.device_name)
+                                                     tokenizer=as_transformers_tokenizer(self.tokenizer),
+                                                     device=self.device_name)
         return bridge.eval()
 
     @property
@@ -159,9 +166,13 @@ def _check_tokenizer(tokenizer, vocab_size: int, where: str) -> None:
 
 
 def _load_tokenizer(ref: str, where: str) -> Any:
-    """The fast tokenizer straight from tokenizer.json when there is one (skips AutoTokenizer's
-    class resolution), else AutoTokenizer."""
+    """A :class:`~discovery.tokenizer.FastTokenizer` over tokenizer.json when the directory is
+    plain enough for it to equal ``transformers``' (no ``import transformers``: ~1.2 s of
+    start-up), else the fast tokenizer straight from tokenizer.json, else AutoTokenizer (hub
+    models, directories without a tokenizer.json)."""
     try:
+        if fast_tokenizer_fits(Path(ref)):
+            return FastTokenizer.from_directory(ref)
         if (Path(ref) / "tokenizer.json").exists():
             from transformers import PreTrainedTokenizerFast
 
@@ -173,16 +184,16 @@ def _load_tokenizer(ref: str, where: str) -> Any:
         raise ModelLoadError(f"{where}: cannot load its tokenizer ({exc})") from None
 
 
-def _load_hf_model(ref: str, architecture: str, device: str) -> Any:
+def _load_hf_model(ref: str, architecture: str, device: str, dtype: torch.dtype = torch.float32) -> Any:
     """The class named in config.json (``transformers.GPT2LMHeadModel``), or AutoModelForCausalLM
-    when transformers has no such class; fp32 and eager attention, as the bridge boots it."""
+    when transformers has no such class; in ``dtype`` (fp32 as the bridge boots it) with eager attention."""
     import transformers
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # "Loading weights: 100%" on every load
     cls = getattr(transformers, architecture, None) or transformers.AutoModelForCausalLM
     try:
-        model = cls.from_pretrained(ref, dtype=torch.float32, attn_implementation="eager")
+        model = cls.from_pretrained(ref, dtype=dtype, attn_implementation="eager")
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"{ref}: cannot load its weights with transformers.{cls.__name__} "
                              f"({exc})") from None

@@ -14,6 +14,10 @@ input (the receiver's), computing only what they change.
 * The loss reads the logits at each prompt's last position only. A planned node whose output no
   planned head reads as a key or value (directly, or through nodes that need every position) is
   computed at that position alone: its heads query from there, its MLP runs there.
+* Tied inputs (one k/v input per key-value group, :attr:`discovery.graph.Graph.ties`): the
+  receiver is the tie set, owned by several heads of one layer. Its input is computed once (it is
+  the same for every tied column) and all the owners are recomputed, batched; the plan starts
+  from them all. A singleton tie (every per-head graph) takes the one-head path as before.
 """
 
 from __future__ import annotations
@@ -67,13 +71,16 @@ def _at(x: Tensor, last: Tensor) -> Tensor:
     return x[..., torch.arange(x.shape[-3], device=x.device), last.to(x.device), :][..., None, :]
 
 
-def plan(graph: Graph, mask: np.ndarray, u0: int, is_kv: np.ndarray) -> dict[int, bool] | None:
-    """The nodes a change at upstream node ``u0`` reaches through kept edges of ``mask`` ``[U, I]``,
-    in topological order, each mapped to whether it is needed at every position (True) or only at
-    the last one. None when the change cannot reach the logits."""
-    reached = [u0]
-    for u in range(u0 + 1, graph.n_upstream):
-        if mask[np.ix_(reached, graph.inputs_of[u])].any():
+def plan(graph: Graph, mask: np.ndarray, u0: int | list[int],
+         is_kv: np.ndarray) -> dict[int, bool] | None:
+    """The nodes a change at upstream node ``u0`` (or at each of a list of them, the owners of a
+    tie set) reaches through kept edges of ``mask`` ``[U, I]``, in topological order, each mapped
+    to whether it is needed at every position (True) or only at the last one. None when the
+    change cannot reach the logits."""
+    starts = sorted(u0) if isinstance(u0, list) else [u0]
+    reached = [starts[0]]
+    for u in range(starts[0] + 1, graph.n_upstream):
+        if u in starts or mask[np.ix_(reached, graph.inputs_of[u])].any():
             reached.append(u)
     if not mask[reached, graph.n_inputs - 1].any():
         return None
@@ -93,17 +100,21 @@ def _heads_at_last(w: Weights, layer: int, q_in: Tensor, k_in: Tensor, v_in: Ten
 
 
 class Receiver:
-    """Everything shared by the variants of one receiver input ``k``: the plan, the differences
-    ``outputs - ablation`` and the shared parts of downstream inputs. Valid while only column ``k``
-    of ``mask`` changes and ``outputs`` stays as it is (ACDC refreshes it after the receiver)."""
+    """Everything shared by the variants of one receiver input ``k`` (with its tie set ``tie``,
+    owned by the nodes ``owners``): the plan, the differences ``outputs - ablation`` and the shared
+    parts of downstream inputs. Valid while only the tie's columns of ``mask`` change and
+    ``outputs`` stays as it is (ACDC refreshes it after the receiver)."""
 
     def __init__(self, ctx: SuffixContext, outputs: Tensor, mask: Tensor, k: int):
         self.ctx, self.outputs, self.mask, self.k = ctx, outputs, mask, k
         self.mask_np = mask.cpu().numpy()
         graph = ctx.graph
         self.input = graph.inputs[k]
-        self.u0 = graph.owner[k]
-        self.plan = None if self.u0 < 0 else plan(graph, self.mask_np, self.u0, ctx.is_kv)
+        self.tie = graph.tie_of(k)
+        self.owners = [graph.owner[i] for i in self.tie]
+        self.u0 = self.owners[0]
+        start = self.u0 if len(self.owners) == 1 else self.owners
+        self.plan = None if self.u0 < 0 else plan(graph, self.mask_np, start, ctx.is_kv)
         self.diff = outputs - ctx.ablation  # [U, B, P, D]
         self._diff_last: Tensor | None = None
         self.cache: dict = {}
@@ -276,10 +287,14 @@ class _Pass:
     def run(self) -> Tensor:
         rx, graph, w = self.rx, self.ctx.graph, self.ctx.w
         planned = rx.plan or {}
-        self._receiver(planned[rx.u0])
+        if len(rx.owners) == 1:
+            self._receiver(planned[rx.u0])
+        else:
+            for full in (True, False):
+                self._tied_receiver([u for u in rx.owners if planned[u] == full], full)
         by_layer: dict[tuple[int, int], list[int]] = {}
         for u in planned:
-            if u != rx.u0:
+            if u not in rx.owners:
                 inp = graph.inputs[graph.inputs_of[u][0]]
                 by_layer.setdefault((inp.layer, inp.stage), []).append(u)
         for (layer, stage), nodes in sorted(by_layer.items()):
@@ -314,6 +329,31 @@ class _Pass:
             out = _heads_at_last(w, inp.layer, take(q, True), take(k, False), take(v, False), self.last, one)
         self.add(rx.u0, out[0], not full)
 
+    def _tied_receiver(self, nodes: list[int], full: bool) -> None:
+        """The heads ``nodes`` owning the receiver's tie set, batched: the tied input (the same for
+        each) from the variants, their other inputs shared. At every position or the last one."""
+        if not nodes:
+            return
+        rx, graph, w = self.rx, self.ctx.graph, self.ctx.w
+        tie = set(rx.tie)
+        heads = torch.tensor([graph.inputs[graph.inputs_of[u][0]].head for u in nodes],
+                             device=self.ctx.ablation.device)
+
+        def take(x: int, last_only: bool) -> Tensor:  # x: 0 q, 1 k, 2 v -> [len(nodes), V*B, P', D]
+            own = [graph.inputs_of[u][x] for u in nodes]
+            if own[0] in tie:
+                shared = rx.receiver_input(self.columns, last_only).flatten(0, 1)
+                return shared[None].expand(len(nodes), *shared.shape)
+            return self.inputs(own, last_only)
+
+        if full:
+            out = heads_forward(w, rx.input.layer, take(0, False), take(1, False), take(2, False), heads)
+        else:
+            out = _heads_at_last(w, rx.input.layer, take(0, True), take(1, False), take(2, False),
+                                 self.last, heads)
+        for j, u in enumerate(nodes):
+            self.add(u, out[j], not full)
+
     def _heads(self, layer: int, nodes: list[int], full: bool) -> None:
         """Heads ``nodes`` of ``layer``, batched; at every position or at the last one."""
         graph, w = self.ctx.graph, self.ctx.w
@@ -330,15 +370,17 @@ class _Pass:
             self.add(u, out[j], not full)
 
 
-def refresh_after(ctx: SuffixContext, outputs: Tensor, mask: Tensor, node: str) -> int:
-    """Bring the cache ``outputs`` up to date after ``node``'s inputs changed: recompute it, then
-    every later node that keeps an edge from a recomputed one. Returns how many were recomputed."""
+def refresh_after(ctx: SuffixContext, outputs: Tensor, mask: Tensor, node: str | list[str]) -> int:
+    """Bring the cache ``outputs`` up to date after the inputs of ``node`` (or of each of a list of
+    nodes: the owners of a tie set) changed: recompute it, then every later node that keeps an
+    edge from a recomputed one. Returns how many were recomputed."""
     graph, w = ctx.graph, ctx.w
     mask_np = mask.cpu().numpy()
+    starts = {graph.up_index[n] for n in ([node] if isinstance(node, str) else node)}
     changed: list[int] = []
-    for u in range(graph.up_index[node], graph.n_upstream):
+    for u in range(min(starts), graph.n_upstream):
         ks = graph.inputs_of[u]
-        if changed and not mask_np[np.ix_(changed, ks)].any():
+        if u not in starts and not (changed and mask_np[np.ix_(changed, ks)].any()):
             continue
         inp = graph.inputs[ks[0]]
         x = ctx.node_inputs(outputs, mask, ks) + free_bias(w, inp.layer, inp.stage)

@@ -8,6 +8,8 @@ argument; all Cypher lives in :mod:`graphstore.queries` and the schema is descri
 - :mod:`graphstore.experiments`: competition experiments beside their circuits (one transaction
   each, replace-on-write), read back exactly, listed, deleted;
 - :mod:`graphstore.overlap`: shared components, overlap of circuits, task x task matrix, hubs;
+- :mod:`graphstore.profiles`: circuits of different models compared by what is comparable
+  (depth profile, edge shares, composition, logit writers, longest path);
 - :mod:`graphstore.readonly`: users' own Cypher, read-only, with a timeout and a row cap;
 - :mod:`graphstore.sandbox`: the same in a child process (:mod:`graphstore.sandbox_child`), as
   the query user of :mod:`graphstore.reader`, with a hard deadline and a byte cap;

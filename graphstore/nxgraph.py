@@ -38,6 +38,8 @@ def _graph_attrs(props: dict[str, Any]) -> dict[str, Any]:
     if props.get("graph_n_layers") is not None:
         attrs |= {"n_layers": props["graph_n_layers"], "n_heads": props["graph_n_heads"],
                   "mlp": props["graph_mlp"], "parallel": bool(props.get("graph_parallel"))}
+        if props.get("graph_kv_groups") is not None:  # one k/v input per key-value group
+            attrs["kv_groups"] = props["graph_kv_groups"]
     return attrs
 
 

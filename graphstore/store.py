@@ -154,7 +154,9 @@ def _circuit_props(circuit: Circuit) -> dict[str, Any]:
         "graph_n_heads": g.n_heads if g else None,
         "graph_mlp": g.mlp if g else None,
         "graph_parallel": g.parallel if g else None,
+        "graph_kv_groups": g.kv_groups if g else None,  # None: k/v inputs per query head
         "architecture": p.architecture or None,
+        "dtype": p.dtype,
         # Maps are not Neo4j property values: they travel as JSON text, keys in their own order.
         "params": json.dumps(p.params),
         "versions": json.dumps(p.versions),
@@ -300,7 +302,8 @@ def circuit_from_record(record: Record) -> Circuit:
                   for e in _ordered(record["edges"], "src"))
     metrics = metrics_from_props(props)
     graph = (GraphShape(props["graph_n_layers"], props["graph_n_heads"], props["graph_mlp"],
-                        parallel=bool(props.get("graph_parallel")))  # absent on older circuits
+                        parallel=bool(props.get("graph_parallel")),  # absent on older circuits
+                        kv_groups=props.get("graph_kv_groups"))  # absent: per query head
              if props.get("graph_n_layers") is not None else None)
     return Circuit(id=props["id"], nodes=nodes, edges=edges, metrics=metrics,
                    provenance=Provenance(**json.loads(props["provenance"])), graph=graph,

@@ -61,6 +61,14 @@ class JobSpec(BaseModel):
     top_n: int | None = Field(None, ge=1, le=10_000_000,
                               description="attribution methods: keep the n best edges")
     ig_steps: int = Field(5, ge=1, le=200)
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="what the weights and passes run in; metrics accumulate in fp32")
+    kv_inputs: Literal["head", "group"] = Field(
+        "head", description="grouped-query attention: k/v inputs per query head (MIB-compatible) "
+        "or one per key-value group (nodes a<L>.kv<G>; the identity grouping without GQA)")
+    max_batch_memory: int | None = Field(
+        None, ge=1_000_000, description="bytes one batched pass may use (EAP-IG's steps x prompts, "
+        "ACDC's variants are split to fit); default: half the worker's available memory")
 
     @model_validator(mode="before")
     @classmethod

@@ -54,6 +54,8 @@ def run_discovery(spec: JobSpec, job_id: str, run: JobRun, settings: Settings) -
         model=spec.model, task=spec.task_name, method=spec.method, threshold=spec.threshold,
         top_n=spec.top_n, metric=spec.metric, ablation=spec.ablation, n_prompts=spec.n_prompts,
         seed=spec.seed, device=device, ig_steps=spec.ig_steps, granularity=spec.granularity,
+        dtype=spec.dtype, max_batch_memory=spec.max_batch_memory or settings.max_batch_memory,
+        kv_inputs=spec.kv_inputs,
     )
     run.stage("searching")
     circuit = replace(discover(request, progress=run.progress, model=model, data=spec.custom_task()),

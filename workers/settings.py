@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     )
     api_url: str = Field("", description="Base URL the CLI talks to (default: api_host:api_port).")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body the API reads.")
+    max_batch_memory: int | None = Field(
+        None, ge=1_000_000, description="Bytes a worker's batched passes (EAP-IG's steps x prompts, "
+        "fast ACDC's variants) may use when a job sets no max_batch_memory; unset: half the memory "
+        "available at the time (GPU: free CUDA memory).",
+    )
     max_queued_per_key: int = Field(
         100, ge=1, description="Most queued or running jobs one API key may have at a time."
     )

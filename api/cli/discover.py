@@ -6,6 +6,7 @@ torch loads inside the handlers (the API process imports this package and must n
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,8 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--ig-steps", type=int, default=5, help="EAP-IG integration steps")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    d.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="what the weights and passes run in (metrics accumulate in fp32)")
+    d.add_argument("--kv-inputs", default="head", choices=["head", "group"],
+                   help="grouped-query attention: k/v inputs per query head (default, "
+                   "MIB-compatible) or one per key-value group (nodes a<L>.kv<G>)")
+    d.add_argument("--max-batch-memory", type=memory_size, metavar="SIZE",
+                   help="memory one batched pass may use, e.g. 2GiB or 500MB (default: half the "
+                   "available memory); EAP-IG's and ACDC's batches are split to fit")
     d.add_argument("--out", type=Path, required=True, help="where to write the circuit JSON")
-    d.set_defaults(handler=run_discover)
+    d.set_defaults(handler=run_discover, fast_exit=True)  # no module teardown at exit (api.cli._exit_now)
 
     s = sub.add_parser("show", help="summarise a circuit JSON file and draw it")
     s.add_argument("circuit", type=Path)
@@ -34,14 +43,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(handler=run_show)
 
 
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def memory_size(text: str) -> int:
+    """``--max-batch-memory``: bytes from ``2GiB``, ``500MB``, ``1.5e9`` (a plain number is bytes)."""
+    raw = text.strip().lower()
+    number = raw.rstrip("kmgib")
+    unit = raw[len(number):]
+    try:
+        value = float(number) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"--max-batch-memory: cannot read {text!r}; give bytes or a size like 2GiB, 500MB") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--max-batch-memory must be positive (got {text!r})")
+    return int(value)
+
+
 def run_discover(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-    from transformers.utils import logging
 
     from discovery.discover import DiscoveryRequest, discover
     from discovery.models import resolve_device
 
-    logging.set_verbosity_error()
+    # transformers' warnings off without importing it (~1.2 s; a shipped model never needs it):
+    # it reads this variable when it is first imported.
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
     if args.threshold <= 0:
         raise ValueError(f"--threshold must be > 0 (got {args.threshold}); try 0.01")
     resolve_device(args.device)  # a clear error before anything is loaded
@@ -49,6 +80,7 @@ def run_discover(args: argparse.Namespace) -> int:
         model=args.model, task=args.task, method=args.method, threshold=args.threshold,
         top_n=args.top_n, metric=args.metric, ablation=args.ablation, n_prompts=args.n_prompts,
         seed=args.seed, device=args.device, ig_steps=args.ig_steps, granularity=args.granularity,
+        dtype=args.dtype, max_batch_memory=args.max_batch_memory, kv_inputs=args.kv_inputs,
     )
     bars: list[tqdm] = []  # opened at the first report, so a bad argument prints no empty bar
 

@@ -55,8 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(handler=run_list)
 
-    c = sub.add_parser("compare", help="overlap of two or more stored circuits of one model")
+    c = sub.add_parser("compare", help="overlap of two or more stored circuits of one model; "
+                                        "circuits of different models: their profiles side by side")
     c.add_argument("ids", nargs="+", metavar="ID")
+    c.add_argument("--profiles", action="store_true",
+                   help="print the cross-model profile table even when all are of one model")
     c.add_argument("--all", action="store_true", help="print every shared and unique component")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(handler=run_compare)
@@ -251,6 +254,10 @@ def run_compare(args: argparse.Namespace) -> int:
 
     with _store() as (driver, settings):
         db = settings.neo4j_database
+        ids = list(dict.fromkeys(args.ids))
+        models = {s.model for s in list_circuits(driver, database=db, ids=ids, limit=len(ids))}
+        if args.profiles or len(models) > 1:
+            return _compare_models(driver, ids, args, database=db)
         overlap = compare(driver, args.ids, database=db)
         shared = shared_components(driver, list(overlap.circuits), database=db)
         found = {s.id: s for s in list_circuits(driver, database=db, ids=list(overlap.circuits),
@@ -284,6 +291,49 @@ def run_compare(args: argparse.Namespace) -> int:
         names = overlap.unique_nodes[circuit_id]
         print(f"only in {label} ({len(names)}): {_names(names, args.all)}")
     return 0
+
+
+def _compare_models(driver: Driver, ids: list[str], args: argparse.Namespace, *, database: str) -> int:
+    """Circuits of different models by profile (graphstore.profiles): per task, metric rows and a
+    column per model, since components of different models are never the same component."""
+    from graphstore.profiles import INPUTS, circuit_profiles
+
+    profiles = circuit_profiles(driver, ids, database=database)
+    if args.json:
+        _dump([asdict(p) for p in profiles])
+        return 0
+    print(f"{len(profiles)} circuits of {len({p.model for p in profiles})} models, compared by "
+          "profile (definitions: graphstore/SCHEMA.md, 'Profiles across models')")
+    for task in dict.fromkeys(p.task for p in profiles):
+        group = [p for p in profiles if p.task == task]
+        rows = [(label, [get(p) for p in group]) for label, get in PROFILE_ROWS]
+        print(f"\ntask {task}:")
+        print(table(["", *[p.model for p in group]], [[label, *values] for label, values in rows]))
+    print(f"\nedge share: fractions of edges into {' / '.join(INPUTS)}; composition: head -> head "
+          "edges into q / k / v")
+    return 0
+
+
+def _fractions(values: Any) -> str:
+    return " ".join("-" if v is None else f"{v:.2f}".rstrip("0").rstrip(".") for v in values)
+
+
+#: Rows of the cross-model table: label, and what of a profile it shows.
+PROFILE_ROWS: tuple[tuple[str, Any], ...] = (
+    ("architecture", lambda p: p.architecture),
+    ("faithfulness (task metric)", lambda p: _faith(p.faithfulness_task, p.metric)),
+    ("faithfulness (search metric)", lambda p: _faith(p.faithfulness_search, p.search_metric)),
+    ("components / edges", lambda p: f"{p.n_nodes} / {p.n_edges}"),
+    ("heads / MLPs kept", lambda p: f"{p.heads} / {p.mlps}"),
+    ("heads kept per layer (fraction)", lambda p: _fractions(p.head_fraction_per_layer)),
+    ("edge share q/k/v/mlp/logits", lambda p: _fractions(p.edge_share.values())),
+    ("MLP edge share", lambda p: p.mlp_edge_share),
+    ("composition q/k/v", lambda p: "/".join(str(v) for v in p.composition.values())),
+    ("K-composition from layer 0", lambda p: p.k_composition_from_layer0),
+    ("heads into logits per layer", lambda p: " ".join(map(str, p.logit_heads_per_layer))),
+    ("MLPs into logits", lambda p: p.logit_mlps),
+    ("longest path / most possible", lambda p: f"{p.longest_path} / {p.max_path}"),
+)
 
 
 def run_matrix(args: argparse.Namespace) -> int:

@@ -1,5 +1,7 @@
 """``/v1/compare``: how two or more stored circuits of one model overlap
-(:func:`graphstore.overlap.compare`; the definitions are in ``graphstore/SCHEMA.md``)."""
+(:func:`graphstore.overlap.compare`), and ``/v1/compare/models``: circuits of any models side by
+side by what compares across models (:func:`graphstore.profiles.circuit_profiles`); the
+definitions of both are in ``graphstore/SCHEMA.md``."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from api.routers.circuits import MAX_LIST, MAX_NAME, CircuitSummaryPublic
 from api.security import ReadCaller
 from graphstore.overlap import compare as overlap_of
 from graphstore.overlap import shared_components
+from graphstore.profiles import CircuitProfile, circuit_profiles
 from graphstore.store import list_circuits
 
 router = APIRouter(prefix="/v1/compare", tags=["compare"])
@@ -99,7 +102,9 @@ def compare(
         overlap = overlap_of(res.neo4j, wanted, database=db)
         shared = shared_components(res.neo4j, wanted, database=db)
     except ValueError as exc:  # circuits of different models
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            detail=f"ids: {exc}; GET /v1/compare/models?ids=... compares circuits "
+                                   "of different models by what carries over") from None
     return OverlapPublic(
         model=overlap.model, circuits=list(overlap.circuits),
         summaries=[CircuitSummaryPublic.model_validate(found[i], from_attributes=True)
@@ -115,4 +120,42 @@ def compare(
                 for x in overlap.layers],
         shared=[SharedComponentPublic(name=s.name, kind=s.kind, layer=s.layer, scores=list(s.scores))
                 for s in shared],
+    )
+
+
+class ModelsComparisonPublic(BaseModel):
+    """Circuits of one or more models side by side: ``models`` in order of first appearance,
+    ``profiles`` in the order of ``circuits``."""
+
+    circuits: list[str]
+    models: list[str]
+    profiles: list[CircuitProfile]  # definitions: graphstore/SCHEMA.md, "Profiles across models"
+
+
+@router.get("/models", response_model=ModelsComparisonPublic, responses={
+    400: {"description": "Fewer than two ids, or too many"},
+    404: {"description": "An id names no stored circuit"},
+})
+def compare_models(
+    res: ResourcesDep,
+    caller: ReadCaller,
+    ids: Annotated[str, Query(max_length=MAX_LIST,
+                              description="two or more circuit ids, comma-separated, of any models")],
+) -> ModelsComparisonPublic:
+    """Circuits of different models (or one) side by side. Components of different models are
+    different components, so nothing is matched by name: each circuit gets a profile computed in
+    Cypher from its stored graph and normalised by its own model: size, faithfulness, heads per
+    layer as a fraction of the model's heads (depth profile), share of edges by receiver input
+    (q / k / v / mlp / logits), MLP share, head -> head Q/K/V composition (and K-composition out of
+    layer 0: the previous-token -> induction path), heads writing to logits per layer, and the
+    longest embed -> logits path against the longest the model's graph allows."""
+    wanted, db = parse_ids(ids), res.settings.neo4j_database
+    try:
+        profiles = circuit_profiles(res.neo4j, wanted, database=db)
+    except ValueError as exc:  # ids naming no stored circuit
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"ids: {exc}") from None
+    return ModelsComparisonPublic(
+        circuits=[p.id for p in profiles],
+        models=list(dict.fromkeys(p.model for p in profiles)),
+        profiles=profiles,
     )

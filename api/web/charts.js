@@ -117,7 +117,7 @@ function nodeRow(node, shape) {
   const stride = shape.mlp ? 2 : 1;
   if (node.kind === "embed") return 0;
   if (node.kind === "logits") return 1 + stride * shape.n_layers;
-  return 1 + stride * node.layer + (node.kind !== "attention" ? 1 : 0);
+  return 1 + stride * node.layer + (node.kind !== "attention" && node.kind !== "kv_group" ? 1 : 0);
 }
 
 function rowLabels(shape) {
@@ -139,6 +139,11 @@ function nodePositions(nodes, shape) {
   });
   const pos = new Map();
   for (const n of nodes) {
+    if (n.kind === "kv_group") {  // a{L}.kv{G}: centred under the heads that read it, just below them
+      const size = shape.n_heads / (shape.kv_groups || shape.n_heads);
+      pos.set(n.name, [n.head * size + (size - 1) / 2, nodeRow(n, shape) - 0.4]);
+      continue;
+    }
     const x = n.kind === "attention" ? n.head : n.kind === "neuron" ? centre + 0.7 + 0.55 * slots.get(n.name) : centre;
     pos.set(n.name, [x, nodeRow(n, shape)]);
   }

@@ -9,6 +9,8 @@
   chain in order reproduces the sequential decisions exactly; at the first edge that is *kept*
   the rest of the chain is stale, and a new chain starts from the true state.
 * No hooks: variants differ only in one input, passed to the patched forward directly.
+* Tied inputs (one k/v input per key-value group): a receiver is a tie set; its variants write
+  every tied column at once and the suffix recomputes all the heads that own it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 import torch
 
 from discovery.algorithms.base import AlgorithmConfig, AlgorithmResult, Progress
+from discovery.memory import batch_budget, bytes_per_row, halving, rows_that_fit
 from discovery.problem import Problem
 from discovery.suffix import refresh_after
 
@@ -34,13 +37,25 @@ def _chain(column: torch.Tensor, senders: list[int]) -> torch.Tensor:
     return rows
 
 
-def _refresh_if_complete(problem: Problem, outputs: torch.Tensor, mask: torch.Tensor, k: int) -> None:
+def max_chain(problem: Problem, config: AlgorithmConfig) -> int:
+    """Most variants per batched pass: :data:`MAX_CHAIN`, fewer when ``config.max_batch_memory``
+    (default: half the available memory) holds fewer variants of ``B`` prompt rows each."""
+    budget = batch_budget(config.max_batch_memory, problem.ablation.device)
+    variant = bytes_per_row(problem, backward=False) * len(problem.batch)
+    return rows_that_fit(budget, variant, MAX_CHAIN)
+
+
+def _refresh_if_complete(problem: Problem, outputs: torch.Tensor, mask: torch.Tensor,
+                         tie: tuple[int, ...]) -> None:
     """Once every input of a node is decided (a head's q is its last, in reverse order), bring the
-    cache up to date: that node and whatever reads it through kept edges."""
-    inp = problem.graph.inputs[k]
-    if inp.input in ("q", "mlp"):
+    cache up to date: that node and whatever reads it through kept edges. A tie set shared by
+    several heads refreshes them all at once: the next receivers recompute one head only, so the
+    others must be current."""
+    graph = problem.graph
+    inp = graph.inputs[tie[0]]
+    if inp.input in ("q", "mlp") or len(tie) > 1:
         with torch.no_grad():
-            refresh_after(problem.suffix, outputs, mask, inp.node)
+            refresh_after(problem.suffix, outputs, mask, [graph.inputs[k].node for k in tie])
 
 
 def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = None, *,
@@ -51,29 +66,35 @@ def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = N
     scores = torch.full(mask.shape, math.nan)
     outputs = problem.outputs_of(mask)  # valid for every node before the receiver being visited
     current = problem.run(mask).item()  # the loss of the circuit as it stands
-    total, done = int(mask.sum()), 0
-    for k in reversed(range(graph.n_inputs)):
+    total, done = int((mask & graph.leaders().to(mask.device)[None]).sum()), 0
+    most = max_chain(problem, config)  # variants per pass; lowered if CUDA runs out of memory
+    for tie in reversed(graph.ties):
+        k, columns = tie[0], list(tie)
         # latest sender first, as the reference; edges already out are not revisited
         pending = [u for u in reversed(range(graph.n_avail[k])) if mask[u, k]]
-        chain = MIN_CHAIN
+        chain = min(MIN_CHAIN, most)
         receiver = problem.receiver(k, mask, outputs) if pending else None
         while pending:
-            senders = pending[:chain]
-            losses = problem.run_variants(receiver, _chain(mask[:, k], senders)).tolist()
-            chain = min(2 * chain, MAX_CHAIN)
+            asked = min(chain, len(pending))
+            losses = halving(lambda n, rx=receiver, col=mask[:, k], todo=pending:
+                             problem.run_variants(rx, _chain(col, todo[:n])), asked).tolist()
+            senders = pending[:len(losses)]
+            if len(losses) < asked:  # halved after an out-of-memory error: stay at that size
+                most = len(losses)
+            chain = min(2 * chain, most)
             for j, u in enumerate(senders):
                 # NaN: the receiver reaches nothing, so removing the edge changes nothing.
                 delta = 0.0 if losses[j] != losses[j] else losses[j] - current
-                scores[u, k] = delta
+                scores[u, columns] = delta
                 pending.pop(0)
                 done += 1
                 if delta < config.threshold:
-                    mask[u, k] = False
+                    mask[u, columns] = False
                     current = current + delta
                 else:
-                    chain = MIN_CHAIN  # u stays; the rest of this chain assumed it gone: recompute
+                    chain = min(MIN_CHAIN, most)  # u stays; the rest of this chain assumed it gone: recompute
                     break
             if progress:
                 progress(done, total)
-        _refresh_if_complete(problem, outputs, mask, k)
+        _refresh_if_complete(problem, outputs, mask, tie)
     return AlgorithmResult(mask.cpu(), scores, {"forward_passes": problem.forward_passes})

@@ -22,6 +22,9 @@ class AlgorithmConfig:
     top_n: int | None = None  # attribution: keep the n best edges instead of thresholding
     ig_steps: int = 5  # EAP-IG integration steps
     candidates: int | None = None  # hybrid: how many attributed edges ACDC verifies
+    #: bytes one batched pass may use (EAP-IG's steps*B rows, ACDC's variants); None: half the
+    #: memory available at run time (discovery.memory). Batches are split to fit.
+    max_batch_memory: int | None = None
 
     def __post_init__(self) -> None:
         if not self.threshold > 0:
@@ -30,6 +33,9 @@ class AlgorithmConfig:
             raise ValueError(f"top_n must be >= 1 (got {self.top_n})")
         if self.ig_steps < 1:
             raise ValueError(f"ig_steps must be >= 1 (got {self.ig_steps})")
+        if self.max_batch_memory is not None and self.max_batch_memory < 1:
+            raise ValueError(f"max_batch_memory must be >= 1 byte or None (got {self.max_batch_memory}); "
+                             "try 2e9 for 2 GB, or leave it unset to use half the available memory")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from discovery.arch.base import UnsupportedModelError, Weights
+from discovery.arch.gemma import GemmaWeights
 from discovery.arch.gpt2 import GPT2Weights
 from discovery.arch.llama import LlamaWeights
 from discovery.arch.neox import NeoXWeights
@@ -24,6 +25,9 @@ ADAPTERS: dict[str, Callable[[Any], Weights]] = {
     "MistralForCausalLM": LlamaWeights.from_hf,
     "Qwen2ForCausalLM": LlamaWeights.from_hf,
     "GPTNeoXForCausalLM": NeoXWeights.from_hf,
+    "GemmaForCausalLM": GemmaWeights.from_hf,
+    "Gemma2ForCausalLM": GemmaWeights.from_hf,
+    "Gemma3ForCausalLM": GemmaWeights.from_hf,
 }
 
 
@@ -42,15 +46,20 @@ def read_weights(model: Any) -> Weights:
 
 #: HF class name -> reader of its saved weights straight from ``config.json`` + safetensors, for
 #: the architectures that have one: no ``transformers`` model is built (start-up time).
-SAVED_READERS: dict[str, Callable[[dict, dict], Weights]] = {
+SAVED_READERS: dict[str, Callable[[dict, dict], Weights | None]] = {
     "GPT2LMHeadModel": GPT2Weights.from_safetensors,
+    "LlamaForCausalLM": LlamaWeights.from_safetensors,
+    "MistralForCausalLM": LlamaWeights.from_safetensors,
+    "Qwen2ForCausalLM": LlamaWeights.from_safetensors,
+    "GPTNeoXForCausalLM": NeoXWeights.from_safetensors,
 }
 
 
 def read_saved_weights(directory: Path, config: dict, device: str) -> Weights | None:
     """The weights of a saved model directory read without ``transformers`` (one
-    ``model.safetensors`` file), or None when its architecture has no such reader or the file is
-    missing or sharded: the caller then reads the ``transformers`` model."""
+    ``model.safetensors`` file), or None when its architecture has no such reader, the file is
+    missing or sharded, or the reader declines (a rope type it does not compute): the caller then
+    reads the ``transformers`` model."""
     archs = config.get("architectures") or []
     reader = next((SAVED_READERS[a] for a in archs if a in SAVED_READERS), None)
     path = directory / "model.safetensors"
@@ -66,5 +75,5 @@ def graph_shape(weights: Weights, *, mlp: bool = True) -> GraphShape:
     return GraphShape(weights.n_layers, weights.n_heads, mlp=mlp, parallel=weights.parallel)
 
 
-__all__ = ["ADAPTERS", "SAVED_READERS", "read_saved_weights", "GPT2Weights", "LlamaWeights", "NeoXWeights", "UnsupportedModelError",
+__all__ = ["ADAPTERS", "SAVED_READERS", "read_saved_weights", "GPT2Weights", "GemmaWeights", "LlamaWeights", "NeoXWeights", "UnsupportedModelError",
            "Weights", "graph_shape", "read_weights"]

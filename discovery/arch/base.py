@@ -50,6 +50,18 @@ def activation(name: str, x: Tensor) -> Tensor:
     return ACT2FN[name](x)
 
 
+def project_heads(xs: tuple[Tensor, Tensor, Tensor], ws: tuple[Tensor, Tensor, Tensor],
+                  bs: tuple[Tensor | None, Tensor | None, Tensor | None]) -> tuple[Tensor, Tensor, Tensor]:
+    """Each head's normed q, k, v inputs ``[H, B, P, D]`` through its own ``[H, D, E]`` weights
+    (a key-value group's, under grouped-query attention) plus ``[H, E]`` biases where there are
+    any -> q, k, v ``[H, B, P, E]`` (before rotary)."""
+    out = []
+    for x, w, bias in zip(xs, ws, bs, strict=True):
+        y = torch.einsum("hbpd,hde->hbpe", x, w)
+        out.append(y if bias is None else y + bias[:, None, None])
+    return out[0], out[1], out[2]
+
+
 def stack(blocks, get) -> Tensor:
     """``get(block)`` of every layer, detached and stacked along a new dim 0 (no copy of a layer's
     tensor beyond the stack itself)."""
@@ -111,6 +123,13 @@ class Weights:
     @property
     def n_layers(self) -> int:
         return self.w_o.shape[0]
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Key-value groups of grouped-query attention: ``n_heads`` unless the adapter maps query
+        heads to shared K/V weights (``kv_of`` ``[H]``, Llama/Mistral/Qwen2/Gemma)."""
+        kv_of = getattr(self, "kv_of", None)
+        return self.n_heads if kv_of is None else int(kv_of.max()) + 1
 
     def window(self, layer: int) -> int | None:
         """Sliding-window length of ``layer``'s attention (None: full causal attention)."""

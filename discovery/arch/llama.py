@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from discovery.arch.base import Rotary, Weights, activation, rms_norm, stack
+from discovery.arch.base import Rotary, Weights, activation, project_heads, rms_norm, stack
 
 
 def _heads_in(w: Tensor, n: int) -> Tensor:
@@ -99,6 +99,71 @@ class LlamaWeights(Weights):
             family=type(model).__name__.removesuffix("ForCausalLM").lower(),
         )
 
+    @classmethod
+    def from_safetensors(cls, config: dict, tensors: dict[str, Tensor]) -> LlamaWeights | None:
+        """The same weights from a saved Llama/Mistral/Qwen2 ``config.json`` and its safetensors
+        (``model.layers.{i}.self_attn.q_proj.weight`` ...), without building the ``transformers``
+        model (start-up time). Rotary cos/sin come from :mod:`discovery.arch.rope` (default and
+        linear rope); None, so that the caller reads the ``transformers`` model, for any other rope
+        type, a partial rotary factor (Llama's default rope ignores it) or a Qwen2 config without
+        ``layer_types`` (its sliding layers are derived by the config class). Biases are read
+        where the file has them; ``lm_head`` is the token embedding when the weights are tied."""
+        from discovery.arch.rope import rotary_from_config
+
+        required = ("num_attention_heads", "hidden_size", "num_hidden_layers")
+        if any(k not in config for k in required) or "model.embed_tokens.weight" not in tensors:
+            return None  # not a Llama-family file: transformers says what is wrong with it
+        n_heads, d, n_layers = config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"]
+        n_kv = config.get("num_key_value_heads") or n_heads
+        head_dim = config.get("head_dim") or d // n_heads
+        arch = (config.get("architectures") or ["LlamaForCausalLM"])[0]
+        rope = rotary_from_config(config, head_dim)
+        if rope is None or rope[1] != head_dim:
+            return None
+        if arch == "Qwen2ForCausalLM":
+            types = config.get("layer_types")
+            if types is None:
+                return None
+            windows = tuple(config.get("sliding_window") if t == "sliding_attention" else None for t in types)
+        else:  # Mistral: one window for every layer; Llama: none
+            windows = (config.get("sliding_window"),) * n_layers
+        w_u = tensors.get("lm_head.weight")
+        if w_u is None:
+            if not config.get("tie_word_embeddings", False):
+                return None  # transformers would say what is missing
+            w_u = tensors["model.embed_tokens.weight"]
+
+        def layers(name: str) -> Tensor | None:  # [L, ...] of model.layers.{i}.name, None if absent
+            first = tensors.get(f"model.layers.0.{name}")
+            return None if first is None else torch.stack([tensors[f"model.layers.{i}.{name}"]
+                                                           for i in range(n_layers)])
+
+        def bias(name: str, n: int) -> Tensor | None:
+            b = layers(name)
+            return None if b is None else b.view(n_layers, n, -1)
+
+        w_o = layers("self_attn.o_proj.weight")  # [L, D, H*E]
+        b_o = layers("self_attn.o_proj.bias")
+        return cls(
+            wte=tensors["model.embed_tokens.weight"], ln1_w=layers("input_layernorm.weight"),
+            w_q=_heads_in(layers("self_attn.q_proj.weight"), n_heads),
+            w_k=_heads_in(layers("self_attn.k_proj.weight"), n_kv),
+            w_v=_heads_in(layers("self_attn.v_proj.weight"), n_kv),
+            b_q=bias("self_attn.q_proj.bias", n_heads), b_k=bias("self_attn.k_proj.bias", n_kv),
+            b_v=bias("self_attn.v_proj.bias", n_kv),
+            w_o=w_o.transpose(1, 2).reshape(n_layers, n_heads, head_dim, d),
+            b_o=b_o if b_o is not None else torch.zeros(n_layers, d, dtype=w_o.dtype, device=w_o.device),
+            ln2_w=layers("post_attention_layernorm.weight"),
+            w_gate=layers("mlp.gate_proj.weight").transpose(1, 2), w_up=layers("mlp.up_proj.weight").transpose(1, 2),
+            w_down=layers("mlp.down_proj.weight").transpose(1, 2),
+            b_gate=layers("mlp.gate_proj.bias"), b_up=layers("mlp.up_proj.bias"), b_down=layers("mlp.down_proj.bias"),
+            lnf_w=tensors["model.norm.weight"], w_u=w_u.T,
+            eps=config.get("rms_norm_eps", 1e-6), act=config.get("hidden_act", "silu"), n_heads=n_heads,
+            kv_of=torch.arange(n_heads, device=w_o.device) // (n_heads // n_kv),
+            rotary=Rotary(rope[0], head_dim), scale=float(head_dim ** -0.5), windows=windows,
+            family=arch.removesuffix("ForCausalLM").lower(),
+        )
+
     def window(self, layer: int) -> int | None:
         return self.windows[layer]
 
@@ -111,13 +176,10 @@ class LlamaWeights(Weights):
     def project_qkv(self, layer, q_in, k_in, v_in, heads=slice(None), q_pos=None):
         norm = lambda x: rms_norm(x, self.ln1_w[layer], self.eps)  # noqa: E731
         kv = self.kv_of[heads]
-        q = torch.einsum("hbpd,hde->hbpe", norm(q_in), self.w_q[layer, heads])
-        k = torch.einsum("hbpd,hde->hbpe", norm(k_in), self.w_k[layer, kv])
-        v = torch.einsum("hbpd,hde->hbpe", norm(v_in), self.w_v[layer, kv])
-        if self.b_q is not None:
-            q = q + self.b_q[layer, heads][:, None, None]
-            k = k + self.b_k[layer, kv][:, None, None]
-            v = v + self.b_v[layer, kv][:, None, None]
+        biases = ((None,) * 3 if self.b_q is None
+                  else (self.b_q[layer, heads], self.b_k[layer, kv], self.b_v[layer, kv]))
+        q, k, v = project_heads((norm(q_in), norm(k_in), norm(v_in)),
+                                (self.w_q[layer, heads], self.w_k[layer, kv], self.w_v[layer, kv]), biases)
         n = k.shape[2]
         return self.rotary.apply(q, n, q_pos), self.rotary.apply(k, n, None), v
 

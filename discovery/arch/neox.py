@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from discovery.arch.base import Rotary, Weights, activation, layer_norm, stack
+from discovery.arch.base import Rotary, Weights, activation, layer_norm, project_heads, stack
 
 
 @dataclass
@@ -80,6 +80,51 @@ class NeoXWeights(Weights):
             parallel=bool(cfg.use_parallel_residual),
         )
 
+    @classmethod
+    def from_safetensors(cls, config: dict, tensors: dict[str, Tensor]) -> NeoXWeights | None:
+        """The same weights from a saved GPTNeoXForCausalLM's ``config.json`` and its safetensors
+        (``gpt_neox.layers.{i}.attention.query_key_value.weight`` ...), without building the
+        ``transformers`` model (start-up time). Partial rotary cos/sin come from
+        :mod:`discovery.arch.rope`; None (the caller then reads the ``transformers`` model) for a
+        rope type it does not compute."""
+        from discovery.arch.rope import rotary_from_config
+
+        required = ("num_attention_heads", "hidden_size", "num_hidden_layers")
+        if any(k not in config for k in required) or "gpt_neox.embed_in.weight" not in tensors:
+            return None  # not a GPT-NeoX file: transformers says what is wrong with it
+        n, d, n_layers = config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"]
+        e = d // n
+        rope = rotary_from_config(config, e)
+        if rope is None:
+            return None
+
+        def layers(name: str) -> Tensor | None:  # [L, ...] of gpt_neox.layers.{i}.name, None if absent
+            if f"gpt_neox.layers.0.{name}" not in tensors:
+                return None
+            return torch.stack([tensors[f"gpt_neox.layers.{i}.{name}"] for i in range(n_layers)])
+
+        qkv = layers("attention.query_key_value.weight").view(n_layers, n, 3, e, d)
+        w_q, w_k, w_v = (qkv[:, :, i].transpose(2, 3) for i in range(3))  # [L, H, D, E]
+        qkv_b = layers("attention.query_key_value.bias")
+        b_q, b_k, b_v = ((None,) * 3 if qkv_b is None
+                         else (qkv_b.view(n_layers, n, 3, e)[:, :, i] for i in range(3)))
+        b_o = layers("attention.dense.bias")
+        return cls(
+            wte=tensors["gpt_neox.embed_in.weight"],
+            ln1_w=layers("input_layernorm.weight"), ln1_b=layers("input_layernorm.bias"),
+            w_q=w_q, w_k=w_k, w_v=w_v, b_q=b_q, b_k=b_k, b_v=b_v,
+            w_o=layers("attention.dense.weight").transpose(1, 2).reshape(n_layers, n, e, d),
+            b_o=b_o if b_o is not None else torch.zeros(n_layers, d, dtype=qkv.dtype, device=qkv.device),
+            ln2_w=layers("post_attention_layernorm.weight"), ln2_b=layers("post_attention_layernorm.bias"),
+            w_in=layers("mlp.dense_h_to_4h.weight").transpose(1, 2), b_in=layers("mlp.dense_h_to_4h.bias"),
+            w_out=layers("mlp.dense_4h_to_h.weight").transpose(1, 2), b_out=layers("mlp.dense_4h_to_h.bias"),
+            lnf_w=tensors["gpt_neox.final_layer_norm.weight"], lnf_b=tensors["gpt_neox.final_layer_norm.bias"],
+            w_u=tensors.get("embed_out.weight", tensors["gpt_neox.embed_in.weight"]).T,
+            eps=config.get("layer_norm_eps", 1e-5), act=config.get("hidden_act", "gelu"), n_heads=n,
+            rotary=Rotary(rope[0], rope[1]), scale=float(e ** -0.5),
+            parallel=bool(config.get("use_parallel_residual", True)),
+        )
+
     def scale_scores(self, scores: Tensor) -> Tensor:
         return scores * self.scale
 
@@ -88,13 +133,10 @@ class NeoXWeights(Weights):
 
     def project_qkv(self, layer, q_in, k_in, v_in, heads=slice(None), q_pos=None):
         ln = lambda x: layer_norm(x, self.ln1_w[layer], self.ln1_b[layer], self.eps)  # noqa: E731
-        q = torch.einsum("hbpd,hde->hbpe", ln(q_in), self.w_q[layer, heads])
-        k = torch.einsum("hbpd,hde->hbpe", ln(k_in), self.w_k[layer, heads])
-        v = torch.einsum("hbpd,hde->hbpe", ln(v_in), self.w_v[layer, heads])
-        if self.b_q is not None:
-            q = q + self.b_q[layer, heads][:, None, None]
-            k = k + self.b_k[layer, heads][:, None, None]
-            v = v + self.b_v[layer, heads][:, None, None]
+        biases = ((None,) * 3 if self.b_q is None
+                  else (self.b_q[layer, heads], self.b_k[layer, heads], self.b_v[layer, heads]))
+        q, k, v = project_heads((ln(q_in), ln(k_in), ln(v_in)),
+                                (self.w_q[layer, heads], self.w_k[layer, heads], self.w_v[layer, heads]), biases)
         n = k.shape[2]
         return self.rotary.apply(q, n, q_pos), self.rotary.apply(k, n, None), v
 

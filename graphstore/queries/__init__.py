@@ -1,8 +1,9 @@
 """Every Cypher statement of circuit-atlas, in one place: :mod:`.circuits` (circuits: schema,
-writing, reading, comparing) and :mod:`.experiments` (competition experiments). Values always travel
-as ``$params``; the only text ever built is a node label from the fixed table ``KIND_LABELS``.
-Import it as ``from graphstore import queries`` and use ``queries.X``: every name of both modules
-is here, and ``SCHEMA`` holds the constraints and indexes of both.
+writing, reading, comparing), :mod:`.compare_models` (profiles of circuits compared across models)
+and :mod:`.experiments` (competition experiments). Values always travel as ``$params``; the only
+text ever built is a node label from the fixed table ``KIND_LABELS``. Import it as
+``from graphstore import queries`` and use ``queries.X``: every name of these modules is here,
+and ``SCHEMA`` holds the constraints and indexes of circuits and experiments.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from graphstore.queries.circuits import (
     merge_components,
 )
 from graphstore.queries.circuits import SCHEMA as CIRCUIT_SCHEMA
+from graphstore.queries.compare_models import CIRCUIT_PROFILES
 from graphstore.queries.experiments import (
     CIRCUIT_MODELS,
     CLEAR_PAIRS,
@@ -52,7 +54,8 @@ from graphstore.queries.experiments import (
 SCHEMA: tuple[str, ...] = CIRCUIT_SCHEMA + EXPERIMENT_SCHEMA
 
 __all__ = [
-    "CIRCUIT_INFO", "CIRCUIT_MODELS", "CIRCUIT_SCHEMA", "CLEAR_EDGES", "CLEAR_PAIRS",
+    "CIRCUIT_INFO", "CIRCUIT_MODELS", "CIRCUIT_PROFILES", "CIRCUIT_SCHEMA", "CLEAR_EDGES",
+    "CLEAR_PAIRS",
     "COUNT_EXPERIMENTS", "CREATE_EDGES", "CREATE_PAIRS", "DELETE_CIRCUIT", "DELETE_EXPERIMENT",
     "EDGE_OVERLAP", "EXPERIMENT_EXISTS", "EXPERIMENT_SCHEMA", "HUBS", "KIND_LABELS", "LINK_NEURONS",
     "LIST_EXPERIMENTS", "LIST_SORTS", "LOCK_CIRCUIT", "LOCK_EXPERIMENT", "MATRIX_CIRCUITS",

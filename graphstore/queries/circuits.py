@@ -15,6 +15,7 @@ from __future__ import annotations
 KIND_LABELS: dict[str, str] = {
     "embed": "Embedding",
     "attention": "AttentionHead",
+    "kv_group": "KeyValueGroup",  # a{L}.kv{G}: shared k/v input of a key-value group (grouped graphs)
     "mlp": "MLP",
     "neuron": "Neuron",
     "logits": "Logits",

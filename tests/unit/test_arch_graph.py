@@ -117,3 +117,36 @@ def test_saved_gpt2_weights_equal_the_transformers_models_and_skip_building_it()
         a, b = getattr(saved, f.name), getattr(built, f.name)
         assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, f.name
     assert read_saved_weights(model.path, {"architectures": ["LlamaForCausalLM"]}, "cpu") is None
+
+
+def expected_grouped_edges(n_layers: int, n_heads: int, groups: int, *, parallel: bool) -> int:
+    """One k and one v input per key-value group: per layer n_heads q inputs and 2 * groups k/v
+    inputs, each reading every earlier node; MLPs and logits as per head."""
+    total = 0
+    for layer in range(n_layers):
+        before = 1 + layer * (n_heads + 1)
+        total += (n_heads + 2 * groups) * before + before + (0 if parallel else n_heads)
+    return total + 1 + n_layers * (n_heads + 1)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize(("n_layers", "n_heads", "groups"), [(2, 4, 2), (3, 4, 1), (2, 6, 3), (2, 4, 4)])
+def test_grouped_edge_count_formula_and_shape_agree_with_graph(n_layers, n_heads, groups, parallel):
+    shape = GraphShape(n_layers, n_heads, parallel=parallel, kv_groups=groups)
+    graph = Graph(shape)
+    assert graph.n_edges == expected_grouped_edges(n_layers, n_heads, groups, parallel=parallel)
+    names = [graph.edge(u, k).name for u, k in graph.edge_valid().nonzero().tolist()]
+    assert sorted(names) == sorted(shape.edges())
+    assert [graph.edge(u, k).name for u, k in graph.edges_in_order()] and len(graph.edges_in_order()) == graph.n_edges
+    assert len(graph.ties) == n_layers * (n_heads + 2 * groups) + n_layers + 1
+    assert all(graph.index_of(n)[1] in graph.leaders().nonzero()[:, 0].tolist() for n in names)
+
+
+def test_the_grouped_shape_comes_from_the_adapter_and_old_shapes_keep_per_head():
+    llama = _tiny(tf.LlamaForCausalLM, tf.LlamaConfig(
+        vocab_size=20, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2))
+    gpt2 = _tiny(tf.GPT2LMHeadModel, tf.GPT2Config(vocab_size=20, n_embd=32, n_layer=1, n_head=2))
+    assert read_weights(llama).n_kv_heads == 2 and read_weights(gpt2).n_kv_heads == 2
+    assert GraphShape(**{"n_layers": 2, "n_heads": 4, "mlp": True}).kv_groups is None
+    assert Graph(GraphShape(2, 4)).ties == [(k,) for k in range(Graph(GraphShape(2, 4)).n_inputs)]

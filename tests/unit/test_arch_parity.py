@@ -10,7 +10,7 @@ import torch
 import transformers as tf
 
 from discovery.algorithms import ALGORITHMS, AlgorithmConfig
-from discovery.algorithms.attribution import _stage_keys, edge_scores, input_gradients
+from discovery.algorithms.attribution import edge_scores, input_gradients
 from discovery.arch import graph_shape, read_weights
 from discovery.graph import Graph
 from discovery.metrics import METRICS, final_logits
@@ -40,7 +40,32 @@ CONFIGS = {
         **_COMMON, rotary_pct=0.25, use_parallel_residual=False, tie_word_embeddings=False)),
     "gpt2": lambda: tf.GPT2LMHeadModel(tf.GPT2Config(
         vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=32, initializer_range=0.15)),
+    # Gemma: sqrt(d) embedding scale, (1 + w) RMSNorms (randomised so they matter), GQA, tied
+    "gemma": lambda: _random_norms(tf.GemmaForCausalLM(tf.GemmaConfig(
+        **_COMMON, num_key_value_heads=2, head_dim=16))),
+    # + post-norms, query_pre_attn_scalar != head_dim, both soft-cappings, alternating windows
+    "gemma2": lambda: _random_norms(tf.Gemma2ForCausalLM(tf.Gemma2Config(
+        **_COMMON, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24, sliding_window=3,
+        attn_logit_softcapping=5.0, final_logit_softcapping=3.0))),
+    # + q/k norms, local and global layers with different rotary (bases, linear scaling)
+    "gemma3": lambda: _random_norms(tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(
+        **{**_COMMON, "num_hidden_layers": 3}, num_key_value_heads=2, head_dim=16,
+        query_pre_attn_scalar=24, sliding_window=3, final_logit_softcapping=3.0,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                         "full_attention": {"rope_type": "linear", "factor": 2.0,
+                                            "rope_theta": 1000.0}}))),
 }
+
+
+def _random_norms(model, std: float = 0.3):
+    """Gemma initialises its RMSNorm weights to 0 (scale 1 + w = 1): random ones, so that each
+    norm's weight is exercised."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0.0, std)
+    return model
 
 
 def tiny(name: str):
@@ -76,16 +101,23 @@ def model(request):
     return tiny(request.param)
 
 
-def test_every_edge_kept_equals_hf_logits(model):
-    w = read_weights(model)
+def max_dlogit(model, w=None) -> float:
+    """max |patched forward (every edge kept) - Hugging Face logits| on the parity batch, with
+    the weights ``w`` (default: read from ``model``)."""
+    w = read_weights(model) if w is None else w
     graph = Graph(graph_shape(w))
     tokens = batch().clean
     with torch.no_grad():
         ours = patched_forward(w, graph, tokens, torch.zeros(graph.n_upstream, *tokens.shape, 64),
                                graph.valid()).logits
         theirs = model(tokens).logits
-    assert (ours - theirs).abs().max().item() <= 1e-4
-    assert theirs.std() > 0.05  # the random model is not trivially flat
+    return (ours - theirs).abs().max().item()
+
+
+def test_every_edge_kept_equals_hf_logits(model):
+    assert max_dlogit(model) <= 1e-4
+    with torch.no_grad():
+        assert model(batch().clean).logits.std() > 0.05  # the random model is not trivially flat
 
 
 def test_no_edge_kept_equals_ablated_run(model):
@@ -108,23 +140,24 @@ def test_fast_acdc_equals_reference(model):
 
 
 def test_eap_scores_equal_finite_differences(model):
-    """EAP's score of u->i is d metric / d alpha at alpha=0 when input i receives
-    ``alpha * (ablation[u] - clean[u])`` extra: checked by a central difference on a few edges."""
+    """EAP's score of u->i is d metric / d alpha at alpha=0 when edge u->i alone carries
+    ``clean[u] + alpha * (ablation[u] - clean[u])`` (a mask of 1 - alpha on that edge; in a
+    post-norm model the change goes through the receiver's own norm of u's layer): checked by a
+    central difference on a few edges, heads into heads among them."""
     p = problem(model, "logit_diff")
     clean_embed = p.clean[0]
     scores = edge_scores(p, input_gradients(p, clean_embed, 1))
-    keys, graph, b = _stage_keys(p), p.graph, p.batch
+    graph, b = p.graph, p.batch
     valid = graph.valid().nonzero().tolist()
     picks = [valid[j] for j in torch.randperm(len(valid), generator=torch.Generator().manual_seed(0))[:6]]
+    picks += [(graph.up_index["a0.h1"], graph.in_index[("a1.h2", "k")]),
+              (graph.up_index["a1.h3"], graph.n_inputs - 1)]
 
     def metric(u: int, k: int, alpha: float) -> float:
-        inp = graph.inputs[k]
-        ks = keys[(inp.layer, inp.stage)]
-        delta = torch.zeros(len(ks), *p.clean.shape[1:])
-        delta[ks.index(k)] = alpha * (p.ablation[u] - p.clean[u])
+        mask = graph.valid().float()
+        mask[u, k] = 1 - alpha
         with torch.no_grad():
-            run = forward_from(p.weights, graph, b.clean, p.ablation, graph.valid(), start=(0, 0),
-                               outputs=None, deltas={(inp.layer, inp.stage): delta})
+            run = forward_from(p.weights, graph, b.clean, p.ablation, mask, start=(0, 0), outputs=None)
         return METRICS["logit_diff"](final_logits(run.logits, b.last), b.answers, b.wrongs, None).mean().item()
 
     eps = 1e-2
