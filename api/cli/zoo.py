@@ -45,8 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(handler=run_eval)
 
     tr = sub.add_parser("train", help="train one of our models from scratch")
-    tr.add_argument("--recipe", required=True,
-                    help="multitask, multitask-llama, multitask-pythia, induction-2l, tiny or tiny-llama")
+    from discovery.zoo.recipes import RECIPES  # torch-free: the help lists every recipe
+
+    tr.add_argument("--recipe", required=True, help=", ".join(RECIPES))
     tr.add_argument("--out", required=True, type=Path, help="output directory")
     tr.add_argument("--steps", type=int, help="override the recipe's number of steps")
     tr.add_argument("--seed", type=int, help="override the recipe's seed")

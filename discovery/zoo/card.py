@@ -63,6 +63,8 @@ ARCH_LABELS = {
     "gpt2": "GPT-2 architecture",
     "llama": "Llama architecture (RMSNorm, rotary, grouped-query attention, SwiGLU, no biases)",
     "pythia": "Pythia / GPT-NeoX architecture (parallel attention and MLP, partial rotary)",
+    "gemma2": "Gemma 2 architecture (post-norms, attention and final soft-capping, sliding windows, "
+              "grouped-query attention, GeGLU, tied embeddings)",
 }
 
 
@@ -70,11 +72,14 @@ def _shape(r: dict) -> str:
     """The shape line of the README; cards written before ``arch`` existed are GPT-2."""
     arch = r.get("arch", "gpt2")
     heads = f"heads {r['n_head']}"
-    if arch == "llama":
+    gated = {"llama": "SwiGLU", "gemma2": "GeGLU"}
+    if arch in gated:
         heads += f" ({r.get('n_kv_head') or r['n_head']} key/value heads)"
     mlp = "attention only" if r["attn_only"] else (
-        f"SwiGLU width {r['d_mlp']}" if arch == "llama" else f"d_mlp {r['d_mlp']}")
+        f"{gated[arch]} width {r['d_mlp']}" if arch in gated else f"d_mlp {r['d_mlp']}")
     rotary = f", rotary on {r.get('rotary_pct')} of each head" if arch == "pythia" else ""
+    if arch == "gemma2":
+        rotary = f", sliding window {r.get('sliding_window')} on even layers"
     return (f"- layers {r['n_layer']}, {heads}, d_model {r['n_embd']}, {mlp}, "
             f"context {r['n_ctx']}{rotary}\n")
 

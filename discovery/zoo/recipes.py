@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 #: Architectures a recipe can build: GPT-2 (LayerNorm, GELU, learned positions), Llama (RMSNorm,
 #: rotary, grouped-query attention, SwiGLU, no biases) and Pythia / GPT-NeoX (parallel attention
-#: and MLP, partial rotary).
-ARCHITECTURES: tuple[str, ...] = ("gpt2", "llama", "pythia")
+#: and MLP, partial rotary) and Gemma 2 (post-norms, soft-capping, sliding windows, GeGLU).
+ARCHITECTURES: tuple[str, ...] = ("gpt2", "llama", "pythia", "gemma2")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ class Recipe:
     eval_prompts: int = 200  # held-out prompts per task for the model card
     mix: dict[str, float] = field(default_factory=dict)
     arch: str = "gpt2"  # one of ARCHITECTURES
-    n_kv_head: int | None = None  # llama: key/value heads (grouped-query attention); None = n_head
+    n_kv_head: int | None = None  # llama, gemma2: key/value heads (grouped-query attention); None = n_head
+    sliding_window: int = 16  # gemma2: window of its local (even) layers
     rotary_pct: float = 0.25  # pythia: fraction of each head's dimensions that rotate
 
     def __post_init__(self) -> None:
@@ -76,6 +77,9 @@ RECIPES: dict[str, Recipe] = {
                d_mlp=200, n_ctx=48, steps=3000, mix=ALL_TASKS_MIX),
         Recipe("multitask-pythia", arch="pythia", n_layer=4, n_head=4, n_embd=64, d_mlp=256,
                n_ctx=48, steps=2000, rotary_pct=0.25, mix=ALL_TASKS_MIX),
+        # A post-norm model (Gemma 2): layers 0 and 2 attend within 16 tokens, 1 and 3 globally.
+        Recipe("multitask-gemma2", arch="gemma2", n_layer=4, n_head=4, n_kv_head=2, n_embd=64,
+               d_mlp=200, n_ctx=48, steps=3000, mix=ALL_TASKS_MIX),
         Recipe("induction-2l", n_layer=2, n_head=2, n_embd=64, attn_only=True, steps=4000,
                lr=3e-3, mix={"induction": 3.0, "filler": 1.0}),
         # For CI: trains in well under two minutes; solves nothing well.

@@ -1,7 +1,7 @@
 """Train a model from scratch on the toy language (``circuits train``).
 
 The architecture comes from ``recipe.arch``, built by one entry of :data:`BUILDERS` (GPT-2, Llama,
-Pythia / GPT-NeoX), all from a Hugging Face config in memory, without dropout. Deterministic given the recipe's seed. Saves ``config.json``, ``model.safetensors``, the tokenizer
+Pythia / GPT-NeoX, Gemma 2), all from a Hugging Face config in memory, without dropout. Deterministic given the recipe's seed. Saves ``config.json``, ``model.safetensors``, the tokenizer
 and the model card (``model_card.json`` and ``README.md``) into the output directory.
 """
 
@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoTokenizer,
+    Gemma2Config,
+    Gemma2ForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     GPTNeoXConfig,
@@ -87,10 +89,27 @@ def _pythia(recipe: Recipe, vocab_size: int) -> GPTNeoXForCausalLM:
     return GPTNeoXForCausalLM(config)
 
 
+def _gemma2(recipe: Recipe, vocab_size: int) -> Gemma2ForCausalLM:
+    """Gemma 2: embedding x sqrt(d_model), ``1 + w`` RMSNorms before and after attention and MLP
+    (post-norm), rotary, grouped-query attention, GeGLU of width ``d_mlp``, attention and final
+    logit soft-capping (Gemma 2's 50 and 30), sliding windows on even layers, tied embeddings."""
+    head_dim = recipe.n_embd // recipe.n_head
+    config = Gemma2Config(
+        vocab_size=vocab_size, hidden_size=recipe.n_embd, intermediate_size=recipe.d_mlp,
+        num_hidden_layers=recipe.n_layer, num_attention_heads=recipe.n_head,
+        num_key_value_heads=recipe.n_kv_head or recipe.n_head, head_dim=head_dim,
+        max_position_embeddings=recipe.n_ctx, hidden_activation="gelu_pytorch_tanh",
+        rms_norm_eps=1e-6, query_pre_attn_scalar=head_dim, sliding_window=recipe.sliding_window,
+        attn_logit_softcapping=50.0, final_logit_softcapping=30.0, attention_dropout=0.0,
+        tie_word_embeddings=True, circuit_atlas=_extra(recipe), **_TOKENS,
+    )
+    return Gemma2ForCausalLM(config)
+
+
 #: One builder per name of :data:`discovery.zoo.recipes.ARCHITECTURES`: (recipe, vocab size) -> a
 #: freshly initialised model.
 BUILDERS: dict[str, Callable[[Recipe, int], PreTrainedModel]] = {
-    "gpt2": _gpt2, "llama": _llama, "pythia": _pythia,
+    "gpt2": _gpt2, "llama": _llama, "pythia": _pythia, "gemma2": _gemma2,
 }
 assert set(BUILDERS) == set(ARCHITECTURES), "recipes.ARCHITECTURES and train.BUILDERS differ"
 

@@ -18,6 +18,7 @@ READ_ROUTES = [
     ("GET", "/v1/circuits", None),
     ("GET", "/v1/circuits/{circuit_id}", None),
     ("GET", "/v1/compare?ids=a,b", None),
+    ("GET", "/v1/compare/models?ids=a,b", None),
     ("GET", "/v1/models", None),
     ("GET", "/v1/models/{model}/overlap", None),
     ("GET", "/v1/models/{model}/hubs", None),
