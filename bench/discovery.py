@@ -186,7 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pairs", default="multitask:ioi,multitask:greater_than,multitask-llama:ioi,"
-                        "multitask-pythia:ioi,induction-2l:induction,induction-gt:induction")
+                        "multitask-pythia:ioi,multitask-gemma2:ioi,induction-2l:induction,"
+                        "induction-gt:induction")
     parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--threshold", type=float, default=0.01)
     parser.add_argument("--repeat", type=int, default=3)

@@ -77,6 +77,9 @@ def rows(out: Path) -> list[tuple[str, float | None, object]]:
          lambda: inside(discover.format(name="multitask-llama"), "import torch")),
         ("  discover ioi on multitask-pythia in-process", None,
          lambda: inside(discover.format(name="multitask-pythia"), "import torch")),
+        ("  discover ioi on multitask-gemma2 in-process", None,
+         (ROOT / "models" / "multitask-gemma2").is_dir()  # n/a where --root's version lacks it
+         and (lambda: inside(discover.format(name="multitask-gemma2"), "import torch"))),
         ("  import transformers (no longer on the discover path)", None,
          lambda: inside("import transformers", "import torch")),
         ("  floor: transformers GPT-2 modeling import (torch._dynamo)", None,

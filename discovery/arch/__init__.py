@@ -52,6 +52,9 @@ SAVED_READERS: dict[str, Callable[[dict, dict], Weights | None]] = {
     "MistralForCausalLM": LlamaWeights.from_safetensors,
     "Qwen2ForCausalLM": LlamaWeights.from_safetensors,
     "GPTNeoXForCausalLM": NeoXWeights.from_safetensors,
+    "GemmaForCausalLM": GemmaWeights.from_safetensors,
+    "Gemma2ForCausalLM": GemmaWeights.from_safetensors,
+    "Gemma3ForCausalLM": GemmaWeights.from_safetensors,
 }
 
 

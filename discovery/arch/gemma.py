@@ -181,6 +181,85 @@ class GemmaWeights(Weights):
             family=gen.family, post_attn_norm=gen.post_norm,
         )
 
+    @classmethod
+    def from_safetensors(cls, config: dict, tensors: dict[str, Tensor]) -> GemmaWeights | None:
+        """The same weights as :meth:`from_hf` from a saved Gemma / Gemma 2 / Gemma 3 (text)
+        ``config.json`` and its safetensors, without building the ``transformers`` model
+        (start-up time). Defaults are the config classes' (Gemma 2: ``query_pre_attn_scalar`` 256,
+        soft-caps 50 / 30, ``sliding_window`` 4096, ``layer_types`` alternating from sliding;
+        Gemma 3: one full layer in 6). Rotary comes from :mod:`discovery.arch.rope` (Gemma 3: one
+        per layer type from its own ``rope_parameters`` entry, default rope only). None, so that
+        the caller reads the ``transformers`` model, for a file or config it cannot reproduce: no
+        ``head_dim`` / ``num_key_value_heads`` (class defaults that do not follow the shapes),
+        another rope type or a partial rotary factor, bidirectional attention, an untied file
+        without ``lm_head.weight``."""
+        archs = config.get("architectures") or []
+        gen = GENERATIONS.get(archs[0]) if archs else None
+        required = ("num_attention_heads", "hidden_size", "num_hidden_layers", "head_dim", "num_key_value_heads")
+        if (gen is None or any(not config.get(k) for k in required)
+                or "model.embed_tokens.weight" not in tensors or config.get("use_bidirectional_attention")):
+            return None
+        n_heads, d, n_layers = config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"]
+        n_kv, head_dim = config["num_key_value_heads"], config["head_dim"]
+        rotaries = _saved_rotaries(config, gen, head_dim, n_layers)
+        if rotaries is None:
+            return None
+        wte = tensors["model.embed_tokens.weight"]
+        w_u = tensors.get("lm_head.weight")
+        if w_u is None:
+            if not config.get("tie_word_embeddings", True):
+                return None  # transformers would say what is missing
+            w_u = wte
+        if gen.family == "gemma":
+            act = config.get("hidden_act", "gelu_pytorch_tanh")
+            act = "gelu_pytorch_tanh" if act == "gelu" else act  # GemmaConfig's legacy conversion
+            scale, windows, attn_cap = head_dim ** -0.5, (None,) * n_layers, None
+            final_cap = config.get("final_logit_softcapping")
+        else:
+            act = config.get("hidden_activation", "gelu_pytorch_tanh")
+            scale = config.get("query_pre_attn_scalar", 256) ** -0.5
+            types = _layer_types(config, gen, n_layers)
+            window = config.get("sliding_window", 4096)
+            windows = tuple(window if t == "sliding_attention" else None for t in types)
+            attn_cap = config.get("attn_logit_softcapping", 50.0) if gen.attn_softcap else None
+            final_cap = config.get("final_logit_softcapping", 30.0 if gen.family == "gemma2" else None)
+
+        def layers(name: str) -> Tensor | None:  # [L, ...] of model.layers.{i}.name, None if absent
+            if f"model.layers.0.{name}" not in tensors:
+                return None
+            return torch.stack([tensors[f"model.layers.{i}.{name}"] for i in range(n_layers)])
+
+        def bias(name: str, n: int) -> Tensor | None:
+            b = layers(name)
+            return None if b is None else b.view(n_layers, n, -1)
+
+        w_o = layers("self_attn.o_proj.weight")  # [L, D, H*E]
+        b_o = layers("self_attn.o_proj.bias")
+        post = gen.post_norm
+        return cls(
+            wte=wte, embed_scale=torch.tensor(d ** 0.5, device=wte.device).to(wte.dtype),
+            ln1_w=layers("input_layernorm.weight"),
+            w_q=_heads_in(layers("self_attn.q_proj.weight"), n_heads),
+            w_k=_heads_in(layers("self_attn.k_proj.weight"), n_kv),
+            w_v=_heads_in(layers("self_attn.v_proj.weight"), n_kv),
+            b_q=bias("self_attn.q_proj.bias", n_heads), b_k=bias("self_attn.k_proj.bias", n_kv),
+            b_v=bias("self_attn.v_proj.bias", n_kv),
+            q_norm_w=layers("self_attn.q_norm.weight") if gen.qk_norm else None,
+            k_norm_w=layers("self_attn.k_norm.weight") if gen.qk_norm else None,
+            w_o=w_o.transpose(1, 2).reshape(n_layers, n_heads, head_dim, d),
+            b_o=b_o if b_o is not None else torch.zeros(n_layers, d, dtype=w_o.dtype, device=w_o.device),
+            post_attn_w=layers("post_attention_layernorm.weight") if post else None,
+            pre_mlp_w=layers("pre_feedforward_layernorm.weight" if post else "post_attention_layernorm.weight"),
+            post_mlp_w=layers("post_feedforward_layernorm.weight") if post else None,
+            w_gate=layers("mlp.gate_proj.weight").transpose(1, 2), w_up=layers("mlp.up_proj.weight").transpose(1, 2),
+            w_down=layers("mlp.down_proj.weight").transpose(1, 2),
+            lnf_w=tensors["model.norm.weight"], w_u=w_u.T,
+            eps=config.get("rms_norm_eps", 1e-6), act=act, n_heads=n_heads,
+            kv_of=torch.arange(n_heads, device=w_o.device) // (n_heads // n_kv),
+            rotaries=rotaries, scale=float(scale), attn_softcap=attn_cap, final_softcap=final_cap,
+            windows=windows, family=gen.family, post_attn_norm=post,
+        )
+
     def window(self, layer: int) -> int | None:
         return self.windows[layer]
 
@@ -231,3 +310,41 @@ def _rotaries(m, cfg, gen: _Generation, head_dim: int, n_layers: int) -> tuple[R
         return (Rotary(m.rotary_emb, head_dim),) * n_layers
     by_type = {t: Rotary(_LayerTypeRotary(m.rotary_emb, t), head_dim) for t in set(cfg.layer_types)}
     return tuple(by_type[cfg.layer_types[i]] for i in range(n_layers))
+
+
+def _layer_types(config: dict, gen: _Generation, n_layers: int) -> list[str]:
+    """``config.layer_types``, or the config class's default: Gemma 2 alternates sliding / full,
+    Gemma 3 has one full layer every ``sliding_window_pattern`` (6)."""
+    types = config.get("layer_types")
+    if types is not None:
+        return types
+    every = 2 if gen.family == "gemma2" else config.get("sliding_window_pattern", 6)
+    return ["sliding_attention" if (i + 1) % every else "full_attention" for i in range(n_layers)]
+
+
+def _saved_rotaries(config: dict, gen: _Generation, head_dim: int, n_layers: int) -> tuple[Rotary, ...] | None:
+    """Per-layer :class:`Rotary` from the config alone (:func:`discovery.arch.rope.rotary_from_config`),
+    or None when it cannot be reproduced exactly. Gemma 1/2: one rope (default or linear) over the
+    whole head. Gemma 3: one per layer type from ``rope_parameters[layer_type]``, default rope
+    only (its own ``compute_default_rope_parameters``: ``rope_theta`` over the whole head, scaling 1;
+    the other types go through ``per_layer_config``, not reproduced here)."""
+    from discovery.arch.rope import rotary_from_config
+
+    if not gen.rotary_per_layer_type:
+        rope = rotary_from_config(config, head_dim)
+        return None if rope is None or rope[1] != head_dim else (Rotary(rope[0], head_dim),) * n_layers
+    params = config.get("rope_parameters")
+    types = _layer_types(config, gen, n_layers)
+    if not isinstance(params, dict) or len(types) != n_layers:
+        return None
+    by_type = {}
+    for t in set(types):
+        p = params.get(t)
+        if (not isinstance(p, dict) or p.get("rope_type", "default") != "default"
+                or p.get("partial_rotary_factor", 1.0) != 1.0 or "rope_theta" not in p):
+            return None
+        rope = rotary_from_config({"rope_parameters": p}, head_dim)
+        if rope is None or rope[1] != head_dim:
+            return None
+        by_type[t] = Rotary(rope[0], head_dim)
+    return tuple(by_type[t] for t in types)

@@ -1,8 +1,8 @@
-"""Saved-weight readers (``from_safetensors``, discovery.arch.SAVED_READERS) for the Llama family
-and GPT-NeoX: weights read from ``config.json`` + ``model.safetensors`` without building the
+"""Saved-weight readers (``from_safetensors``, discovery.arch.SAVED_READERS) for the Llama family,
+GPT-NeoX and Gemma 1/2/3: weights read from ``config.json`` + ``model.safetensors`` without building the
 ``transformers`` model give the same patched-forward logits as weights read from that model
 (max |diff| <= 1e-6), on tiny random models saved to a tmp dir and on the shipped
-multitask-llama and multitask-pythia; rope types :mod:`discovery.arch.rope` does not compute make
+multitask-llama, multitask-pythia and multitask-gemma2; rope types :mod:`discovery.arch.rope` does not compute make
 the reader decline (None: the ``transformers`` model is read instead)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from discovery.arch import (
     SAVED_READERS,
+    GemmaWeights,
     LlamaWeights,
     NeoXWeights,
     graph_shape,
@@ -49,6 +50,21 @@ CONFIGS = {
         **_COMMON, rotary_pct=0.25, use_parallel_residual=False, tie_word_embeddings=False,
         rope_parameters={"rope_type": "linear", "factor": 3.0, "rope_theta": 100.0,
                          "partial_rotary_factor": 0.25})),
+    "gemma-untied-biases": lambda: tf.GemmaForCausalLM(tf.GemmaConfig(
+        **_COMMON, num_key_value_heads=2, head_dim=16, hidden_act="gelu", attention_bias=True,
+        tie_word_embeddings=False)),
+    "gemma2-window-tied": lambda: tf.Gemma2ForCausalLM(tf.Gemma2Config(
+        **_COMMON, num_key_value_heads=2, head_dim=16, sliding_window=3, query_pre_attn_scalar=11,
+        attn_logit_softcapping=2.0, final_logit_softcapping=3.0, tie_word_embeddings=True)),
+    "gemma2-layer-types-linear": lambda: tf.Gemma2ForCausalLM(tf.Gemma2Config(
+        **_COMMON, num_key_value_heads=1, head_dim=8, sliding_window=4,
+        layer_types=["full_attention", "sliding_attention"], tie_word_embeddings=False,
+        rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 300.0})),
+    "gemma3-local-global": lambda: tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(
+        **_COMMON, num_key_value_heads=2, head_dim=16, sliding_window=3, query_pre_attn_scalar=9,
+        final_logit_softcapping=4.0, layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                         "full_attention": {"rope_type": "default", "rope_theta": 1000.0}})),
 }
 
 
@@ -86,13 +102,15 @@ def test_saved_weights_equal_the_transformers_models(name, tmp_path):
     assert _max_logit_diff(saved, built) <= 1e-6
 
 
-@pytest.mark.parametrize("shipped", ["multitask-llama", "multitask-pythia"])
+@pytest.mark.parametrize("shipped", ["multitask-llama", "multitask-pythia", "multitask-gemma2"])
 def test_shipped_models_read_both_ways_agree(shipped):
     from discovery.models import load_model
 
     model = load_model(shipped, device="cpu")
     saved, built = _both_ways(model.path, model.hf_model)
-    assert isinstance(saved, LlamaWeights if shipped.endswith("llama") else NeoXWeights)
+    kind = {"multitask-llama": LlamaWeights, "multitask-pythia": NeoXWeights, "multitask-gemma2": GemmaWeights}
+    assert isinstance(saved, kind[shipped])
+    assert getattr(saved, "windows", None) == getattr(built, "windows", None)
     assert _max_logit_diff(saved, built) <= 1e-6
 
 
@@ -100,6 +118,8 @@ def test_registered_for_the_llama_family_and_neox():
     for arch in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"):
         assert SAVED_READERS[arch] == LlamaWeights.from_safetensors
     assert SAVED_READERS["GPTNeoXForCausalLM"] == NeoXWeights.from_safetensors
+    for arch in ("GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"):
+        assert SAVED_READERS[arch] == GemmaWeights.from_safetensors
 
 
 def test_config_rotary_equals_the_models_rotary_module():
@@ -134,3 +154,42 @@ def test_a_file_of_another_architecture_is_declined():
     config = json.loads((gpt2 / "config.json").read_text())
     assert LlamaWeights.from_safetensors({**config, "architectures": ["LlamaForCausalLM"]}, tensors) is None
     assert NeoXWeights.from_safetensors({**config, "architectures": ["GPTNeoXForCausalLM"]}, tensors) is None
+
+
+def test_gemma_fields_equal_the_transformers_models(tmp_path):
+    """Every scalar field of the saved Gemma 2 reading is from_hf's (embed scale dtype, scaling,
+    soft-caps, windows, activation), and Gemma 3's local and global rotaries differ as its own do."""
+    torch.manual_seed(0)
+    for name in ("gemma-untied-biases", "gemma2-window-tied", "gemma3-local-global"):
+        model = CONFIGS[name]().eval()
+        model.save_pretrained(tmp_path / name, safe_serialization=True)
+        saved, built = _both_ways(tmp_path / name, model)
+        for field in ("eps", "act", "scale", "attn_softcap", "final_softcap", "windows", "family",
+                      "post_attn_norm", "n_heads"):
+            assert getattr(saved, field) == getattr(built, field), (name, field)
+        assert saved.embed_scale.dtype == built.embed_scale.dtype and torch.equal(saved.embed_scale, built.embed_scale)
+        assert torch.equal(saved.kv_of, built.kv_of)
+        x = torch.zeros(1, 1, 16)
+        for ours, theirs in zip(saved.rotaries, built.rotaries, strict=True):
+            assert all(torch.equal(a, b) for a, b in zip(ours.cos_sin(7, x), theirs.cos_sin(7, x), strict=True))
+    assert not torch.equal(saved.rotaries[0].cos_sin(7, x)[0], saved.rotaries[1].cos_sin(7, x)[0])
+
+
+def test_gemma_configs_it_cannot_reproduce_decline():
+    model_dir = ROOT / "models" / "multitask-gemma2"
+    config = json.loads((model_dir / "config.json").read_text())
+    tensors = load_file(model_dir / "model.safetensors")
+    assert GemmaWeights.from_safetensors(config, tensors) is not None
+    declined = [
+        {**config, "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 10000.0}},
+        {**config, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}},
+        {**config, "use_bidirectional_attention": True},
+        {**config, "tie_word_embeddings": False},  # and no lm_head.weight in the file
+        {k: v for k, v in config.items() if k != "head_dim"},  # the class default, not the shapes
+        {**config, "architectures": ["Gemma3ForCausalLM"], "rope_parameters": {  # Gemma 3 linear
+            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}}},
+        {**config, "architectures": ["Gemma3ForCausalLM"]},  # one rope dict, not one per layer type
+    ]
+    for bad in declined:
+        assert GemmaWeights.from_safetensors(bad, tensors) is None, bad

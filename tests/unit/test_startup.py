@@ -102,12 +102,12 @@ def test_cli_help_loads_no_torch_nor_service_clients():
 
 def test_import_discovery_and_discovering_on_shipped_models_import_no_transformers():
     """``import discovery``, then load + discover on each shipped architecture (GPT-2, Llama,
-    NeoX): ``transformers`` stays out of sys.modules (its import alone costs ~1.2 s)."""
+    NeoX, Gemma 2): ``transformers`` stays out of sys.modules (its import alone costs ~1.2 s)."""
     done = _python(
         "import sys; import discovery; first = 'transformers' in sys.modules\n"
         "from discovery.discover import DiscoveryRequest, discover\n"
         "from discovery.models import load_model\n"
-        "for name in ('multitask', 'multitask-llama', 'multitask-pythia'):\n"
+        "for name in ('multitask', 'multitask-llama', 'multitask-pythia', 'multitask-gemma2'):\n"
         "    m = load_model(name, device='cpu')\n"
         "    c = discover(DiscoveryRequest(model=name, task='ioi', method='eap', threshold=0.01,\n"
         "                                  n_prompts=4, device='cpu'), model=m)\n"
