@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--out", required=True, type=Path, help="output directory")
     tr.add_argument("--steps", type=int, help="override the recipe's number of steps")
     tr.add_argument("--seed", type=int, help="override the recipe's seed")
+    when = tr.add_mutually_exclusive_group()
+    when.add_argument("--checkpoints", type=int, metavar="N",
+                      help="also save N checkpoints at log-spaced steps (always the last; N >= 2) "
+                           "into OUT/checkpoints/ and list them in OUT/run.json")
+    when.add_argument("--checkpoint-steps", metavar="S1,S2,...",
+                      help="also save checkpoints after exactly these steps (each in 1..steps)")
     tr.set_defaults(handler=run_train)
 
 
@@ -193,15 +199,25 @@ def run_train(args: argparse.Namespace) -> int:
     recipe = RECIPES[args.recipe]
     overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
     recipe = dataclasses.replace(recipe, **overrides)
+    from discovery.zoo.runs import log_spaced_steps, parse_steps
+
+    checkpoint_steps = None
+    if args.checkpoints is not None:
+        checkpoint_steps = log_spaced_steps(recipe.steps, args.checkpoints)
+    elif args.checkpoint_steps is not None:
+        checkpoint_steps = parse_steps(args.checkpoint_steps, recipe.steps)
     with tqdm(total=recipe.steps, desc=f"train {recipe.name}", unit="step", file=sys.stderr) as bar:
         def progress(step: int, total: int, loss: float) -> None:
             bar.update(1)
             if step % 10 == 0 or step == total:
                 bar.set_postfix(loss=f"{loss:.3f}")
 
-        card = train(recipe, args.out, progress=progress)
+        card = train(recipe, args.out, progress=progress, checkpoint_steps=checkpoint_steps)
     from discovery.zoo.card import render_table
 
     print(f"trained {recipe.name} in {card['train_seconds']} s -> {args.out}")
+    if checkpoint_steps:
+        print(f"{len(checkpoint_steps)} checkpoints (steps {', '.join(map(str, checkpoint_steps))}) "
+              f"-> {args.out / 'checkpoints'}, listed in {args.out / 'run.json'}")
     print(render_table(card["eval"]))
     return 0

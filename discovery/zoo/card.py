@@ -25,8 +25,10 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_card(model, tokenizer, recipe: Recipe, out: Path, *, train_seconds: float) -> dict:
-    """Score the trained model and write ``model_card.json`` and ``README.md`` into ``out``."""
+def write_card(model, tokenizer, recipe: Recipe, out: Path, *, train_seconds: float,
+               extra: dict | None = None) -> dict:
+    """Score the trained model and write ``model_card.json`` and ``README.md`` into ``out``.
+    ``extra`` adds fields to the card (a checkpoint's ``step`` and ``train_loss``)."""
     with torch.no_grad():
         scores = score_tasks(lambda t: model(t).logits, tokenizer, recipe.tasks,
                              n=recipe.eval_prompts, n_ctx=recipe.n_ctx)
@@ -42,6 +44,7 @@ def write_card(model, tokenizer, recipe: Recipe, out: Path, *, train_seconds: fl
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
         "threads": torch.get_num_threads(),
+        **(extra or {}),
     }
     (out / CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     (out / "README.md").write_text(render_card(card))

@@ -3,13 +3,20 @@
 The architecture comes from ``recipe.arch``, built by one entry of :data:`BUILDERS` (GPT-2, Llama,
 Pythia / GPT-NeoX, Gemma 2), all from a Hugging Face config in memory, without dropout. Deterministic given the recipe's seed. Saves ``config.json``, ``model.safetensors``, the tokenizer
 and the model card (``model_card.json`` and ``README.md``) into the output directory.
+
+With checkpoint steps it also saves, after each of those steps, a loadable model directory
+``checkpoints/step-000123/`` with its own card (``step``, ``train_loss``, held-out ``eval``) and lists
+them in ``run.json`` (:mod:`discovery.zoo.runs`). Checkpointing leaves the run itself untouched: the
+evaluation runs under ``torch.no_grad`` inside a forked torch RNG and a saved Python ``random``
+state, so the final weights are the same bytes as a run without checkpoints.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -30,8 +37,12 @@ from discovery.zoo.card import write_card
 from discovery.zoo.corpus import batches, vocabulary
 from discovery.zoo.language import build_tokenizer, save_tokenizer
 from discovery.zoo.recipes import ARCHITECTURES, Recipe
+from discovery.zoo.runs import Checkpoint, RunManifest, checkpoint_path, write_run
 
 Progress = Callable[[int, int, float], None]  # (step, total, loss)
+
+#: A checkpoint's ``train_loss`` is the mean training loss over this many steps before it.
+LOSS_WINDOW = 50
 
 
 def _extra(recipe: Recipe) -> dict:
@@ -126,11 +137,42 @@ def _lr_at(step: int, recipe: Recipe) -> float:
     return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(recipe: Recipe, out: Path, *, progress: Progress | None = None) -> dict:
-    """Train ``recipe`` into ``out``; returns the model card."""
+def _save_checkpoint(model, tokenizer, tok, recipe: Recipe, out: Path, step: int,
+                     losses: list[float], seconds: float) -> Checkpoint:
+    """Save ``model`` as it is after ``step`` into ``out/checkpoints/step-NNNNNN`` (weights, config,
+    tokenizer, card) and score it. The torch and Python RNG states are restored afterwards and no
+    gradient is touched, so training continues exactly as without the checkpoint."""
+    relative = checkpoint_path(step)
+    directory = out / relative
+    directory.mkdir(parents=True, exist_ok=True)
+    window = losses[-LOSS_WINDOW:]
+    train_loss = round(sum(window) / len(window), 6)
+    python_state = random.getstate()
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model.save_pretrained(directory)
+            save_tokenizer(tok, directory, n_ctx=recipe.n_ctx)
+            card = write_card(model, tokenizer, recipe, directory, train_seconds=seconds,
+                              extra={"step": step, "train_loss": train_loss})
+    finally:
+        model.train()
+        random.setstate(python_state)
+    return Checkpoint(step=step, path=relative, train_loss=train_loss, eval=card["eval"])
+
+
+def train(recipe: Recipe, out: Path, *, progress: Progress | None = None,
+          checkpoint_steps: Sequence[int] | None = None) -> dict:
+    """Train ``recipe`` into ``out``; returns the model card. ``checkpoint_steps`` (each in
+    ``1..recipe.steps``, e.g. from :func:`discovery.zoo.runs.log_spaced_steps`) also saves a
+    checkpoint after each of those steps and writes ``out/run.json``."""
+    wanted = sorted(set(checkpoint_steps or ()))
+    if wanted and not 1 <= wanted[0] <= wanted[-1] <= recipe.steps:
+        raise ValueError(f"checkpoint steps must lie in 1..{recipe.steps} (got {wanted})")
     torch.manual_seed(recipe.seed)
     out.mkdir(parents=True, exist_ok=True)
-    save_tokenizer(build_tokenizer(vocabulary()), out, n_ctx=recipe.n_ctx)
+    tok = build_tokenizer(vocabulary())
+    save_tokenizer(tok, out, n_ctx=recipe.n_ctx)
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = build_model(recipe, len(tokenizer))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -139,6 +181,9 @@ def train(recipe: Recipe, out: Path, *, progress: Progress | None = None) -> dic
     data = batches(tokenizer, recipe.mix, n_ctx=recipe.n_ctx, batch_size=recipe.batch_size,
                    seed=recipe.seed)
     started = time.monotonic()
+    losses: list[float] = []
+    checkpoints: list[Checkpoint] = []
+    checkpoint_seconds = 0.0  # time spent checkpointing, left out of the card's train_seconds
     model.train()
     for step in range(recipe.steps):
         tokens, mask = next(data)
@@ -152,9 +197,21 @@ def train(recipe: Recipe, out: Path, *, progress: Progress | None = None) -> dic
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
+        if wanted:
+            losses.append(loss.item())
+            if step + 1 in wanted:
+                begun = time.monotonic()
+                checkpoints.append(_save_checkpoint(
+                    model, tokenizer, tok, recipe, out, step + 1, losses,
+                    begun - started - checkpoint_seconds))
+                checkpoint_seconds += time.monotonic() - begun
         if progress:
-            progress(step + 1, recipe.steps, loss.item())
-    seconds = time.monotonic() - started
+            progress(step + 1, recipe.steps, losses[-1] if wanted else loss.item())
+    seconds = time.monotonic() - started - checkpoint_seconds
     model.eval()
     model.save_pretrained(out)
-    return write_card(model, tokenizer, recipe, out, train_seconds=seconds)
+    card = write_card(model, tokenizer, recipe, out, train_seconds=seconds)
+    if wanted:
+        write_run(out, RunManifest(recipe=recipe.name, seed=recipe.seed, steps=recipe.steps,
+                                   arch=recipe.arch, checkpoints=checkpoints))
+    return card
