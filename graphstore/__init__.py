@@ -7,6 +7,8 @@ argument; all Cypher lives in :mod:`graphstore.queries` and the schema is descri
 - :mod:`graphstore.store`: write (one transaction per circuit), read, list, delete;
 - :mod:`graphstore.experiments`: competition experiments beside their circuits (one transaction
   each, replace-on-write), read back exactly, listed, deleted;
+- :mod:`graphstore.timelines`: circuit-formation timelines (a run, its checkpoint models, a
+  circuit per step and task) in one transaction each, replace-on-write, and their cookbook;
 - :mod:`graphstore.overlap`: shared components, overlap of circuits, task x task matrix, hubs;
 - :mod:`graphstore.profiles`: circuits of different models compared by what is comparable
   (depth profile, edge shares, composition, logit writers, longest path);

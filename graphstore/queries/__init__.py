@@ -1,6 +1,6 @@
 """Every Cypher statement of circuit-atlas, in one place: :mod:`.circuits` (circuits: schema,
 writing, reading, comparing), :mod:`.compare_models` (profiles of circuits compared across models)
-and :mod:`.experiments` (competition experiments). Values always travel as ``$params``; the only
+and :mod:`.experiments` (competition experiments), :mod:`.timelines` (runs, checkpoints, timelines). Values always travel as ``$params``; the only
 text ever built is a node label from the fixed table ``KIND_LABELS``. Import it as
 ``from graphstore import queries`` and use ``queries.X``: every name of these modules is here,
 and ``SCHEMA`` holds the constraints and indexes of circuits and experiments.
@@ -49,9 +49,23 @@ from graphstore.queries.experiments import (
     READ_EXPERIMENT,
     merge_measured,
 )
+from graphstore.queries.timelines import (
+    CIRCUIT_SIZES,
+    DELETE_TIMELINE,
+    FIRST_STEP_IN_CIRCUIT,
+    LIST_TIMELINES,
+    LOCK_TIMELINE,
+    MERGE_RUN,
+    MERGE_TIMELINE,
+    MOVED_COMPONENTS,
+    PRUNE_RUNS,
+    READ_TIMELINE,
+    TIMELINE_CIRCUITS,
+    TIMELINE_SCHEMA,
+)
 
-#: Constraints and indexes of circuits and experiments (``store.ensure_schema`` runs them all).
-SCHEMA: tuple[str, ...] = CIRCUIT_SCHEMA + EXPERIMENT_SCHEMA
+#: Constraints and indexes of circuits, experiments and timelines (``store.ensure_schema`` runs them all).
+SCHEMA: tuple[str, ...] = CIRCUIT_SCHEMA + EXPERIMENT_SCHEMA + TIMELINE_SCHEMA
 
 __all__ = [
     "CIRCUIT_INFO", "CIRCUIT_MODELS", "CIRCUIT_PROFILES", "CIRCUIT_SCHEMA", "CLEAR_EDGES",
@@ -63,4 +77,8 @@ __all__ = [
     "PAIR_SHARED_NODES", "PING", "PRUNE_COMPONENTS", "PRUNE_OWNERS", "READ_CIRCUIT",
     "READ_EXPERIMENT", "SCHEMA", "SHARED_COMPONENTS", "UNIQUE_COMPONENTS", "list_circuits",
     "merge_components", "merge_measured",
+    # timelines
+    "CIRCUIT_SIZES", "DELETE_TIMELINE", "FIRST_STEP_IN_CIRCUIT", "LIST_TIMELINES", "LOCK_TIMELINE",
+    "MERGE_RUN", "MERGE_TIMELINE", "MOVED_COMPONENTS", "PRUNE_RUNS", "READ_TIMELINE",
+    "TIMELINE_CIRCUITS", "TIMELINE_SCHEMA",
 ]

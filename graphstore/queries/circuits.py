@@ -143,7 +143,7 @@ RETURN count(n) AS pruned
 PRUNE_OWNERS = """
 CALL () {
   UNWIND $models AS id
-  MATCH (m:Model {id: id}) WHERE NOT (m)<-[:OF_MODEL]-()
+  MATCH (m:Model {id: id}) WHERE NOT (m)<-[:OF_MODEL]-() AND NOT (m)-[:CHECKPOINT_OF]->()
   DELETE m
 }
 CALL () {

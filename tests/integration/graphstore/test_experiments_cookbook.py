@@ -23,7 +23,7 @@ SCHEMA = Path(__file__).resolve().parents[3] / "graphstore" / "SCHEMA.md"
 
 
 def cookbook() -> list[str]:
-    section = SCHEMA.read_text().split("\n## Experiments\n", 1)[1]
+    section = SCHEMA.read_text().split("\n## Experiments\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```cypher\n(.*?)```", section, re.S)
 
 
