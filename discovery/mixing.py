@@ -16,6 +16,7 @@ Shapes: ``U`` upstream nodes, ``I`` inputs mixed, ``B`` batch, ``P`` positions, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -34,11 +35,17 @@ class Group:
     layer: int | None
 
     def index(self, device: torch.device | str) -> Tensor | slice:
-        """The rows as a slice where contiguous (no gather), else an index tensor."""
+        """The rows as a slice where contiguous (no gather), else an index tensor (built once per
+        rows and device: this runs in every patched pass)."""
         first, last = self.rows[0], self.rows[-1]
         if last - first + 1 == len(self.rows):
             return slice(first, last + 1)
-        return torch.tensor(self.rows, device=device)
+        return _index_tensor(self.rows, str(device))
+
+
+@lru_cache(maxsize=256)
+def _index_tensor(rows: tuple[int, ...], device: str) -> Tensor:
+    return torch.tensor(rows, device=device)
 
 
 class Mixer:

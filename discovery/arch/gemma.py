@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from discovery.arch.base import Rotary, UnsupportedModelError, Weights, activation, project_heads, stack
-from discovery.arch.llama import _bias, _heads_in
+from discovery.arch.base import Rotary, UnsupportedModelError, Weights, activation, stack
+from discovery.arch.llama import _bias, _heads_in, grouped_qkv
 
 
 def gemma_rms_norm(x: Tensor, w: Tensor, eps: float) -> Tensor:
@@ -278,11 +278,7 @@ class GemmaWeights(Weights):
 
     def project_qkv(self, layer, q_in, k_in, v_in, heads=slice(None), q_pos=None):
         norm = lambda x: gemma_rms_norm(x, self.ln1_w[layer], self.eps)  # noqa: E731
-        kv = self.kv_of[heads]
-        biases = ((None,) * 3 if self.b_q is None
-                  else (self.b_q[layer, heads], self.b_k[layer, kv], self.b_v[layer, kv]))
-        q, k, v = project_heads((norm(q_in), norm(k_in), norm(v_in)),
-                                (self.w_q[layer, heads], self.w_k[layer, kv], self.w_v[layer, kv]), biases)
+        q, k, v = grouped_qkv(self, layer, (norm(q_in), norm(k_in), norm(v_in)), heads)
         if self.q_norm_w is not None:  # Gemma 3: per head over E, before rotary
             q = gemma_rms_norm(q, self.q_norm_w[layer], self.eps)
             k = gemma_rms_norm(k, self.k_norm_w[layer], self.eps)

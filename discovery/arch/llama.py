@@ -28,6 +28,17 @@ def _bias(blocks, get, n: int) -> Tensor | None:
     return None if first is None else stack(blocks, get).view(len(blocks), n, -1)
 
 
+def grouped_qkv(w, layer: int, xs: tuple[Tensor, Tensor, Tensor],
+                heads: slice | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Grouped-query projection shared by the Llama and Gemma families: normed inputs ``xs``
+    ``[H, B, P, D]`` of query heads ``heads`` through W_Q of each head and W_K, W_V (and biases)
+    of its key-value group (``w.kv_of``) -> q, k, v ``[H, B, P, E]`` before rotary."""
+    kv = w.kv_of[heads]
+    biases = ((None,) * 3 if w.b_q is None
+              else (w.b_q[layer, heads], w.b_k[layer, kv], w.b_v[layer, kv]))
+    return project_heads(xs, (w.w_q[layer, heads], w.w_k[layer, kv], w.w_v[layer, kv]), biases)
+
+
 @dataclass
 class LlamaWeights(Weights):
     wte: Tensor  # [vocab, D]
@@ -175,11 +186,7 @@ class LlamaWeights(Weights):
 
     def project_qkv(self, layer, q_in, k_in, v_in, heads=slice(None), q_pos=None):
         norm = lambda x: rms_norm(x, self.ln1_w[layer], self.eps)  # noqa: E731
-        kv = self.kv_of[heads]
-        biases = ((None,) * 3 if self.b_q is None
-                  else (self.b_q[layer, heads], self.b_k[layer, kv], self.b_v[layer, kv]))
-        q, k, v = project_heads((norm(q_in), norm(k_in), norm(v_in)),
-                                (self.w_q[layer, heads], self.w_k[layer, kv], self.w_v[layer, kv]), biases)
+        q, k, v = grouped_qkv(self, layer, (norm(q_in), norm(k_in), norm(v_in)), heads)
         n = k.shape[2]
         return self.rotary.apply(q, n, q_pos), self.rotary.apply(k, n, None), v
 
