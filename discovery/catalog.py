@@ -53,3 +53,13 @@ def model_summary(name: str) -> dict[str, Any]:
         "weights_sha256": card.get("weights_sha256"),
         "eval": card.get("eval", {}),
     }
+
+
+SHIPPED_RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"
+
+
+def shipped_runs() -> dict[str, Path]:
+    """The checkpointed training runs under ``runs/`` (each with a ``run.json``), by name."""
+    if not SHIPPED_RUNS_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(SHIPPED_RUNS_DIR.iterdir()) if (p / "run.json").exists()}

@@ -10,7 +10,7 @@ an id replaces it (the timeline's node is locked first, its links rebuilt); a fa
 leaves nothing of it, or the previous version intact.
 
 The checkpoint's Model is the one its circuits already hang off (``provenance.model``, the
-checkpoint's directory when discovered by ``discovery.timeline.timeline``), so the circuits of a
+checkpoint's directory when discovered by ``discovery.timeline.checkpoints``), so the circuits of a
 checkpoint are reached from the run in two hops.
 
 Torch-free and layout-clean: the graph store may import only ``discovery.circuit`` and

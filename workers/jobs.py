@@ -59,6 +59,16 @@ redis.call('SADD', KEYS[4], ARGV[1])
 return 1
 """
 
+# KEYS: job, active. ARGV: id, then field/value pairs. A part of a fan-out job (workers.fanout):
+# recorded once (0 when it already exists), swept like any job, but in no listing and under no
+# key's cap (its parent is).
+_CREATE_PART = _NOW + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'created_at', now, unpack(ARGV, 2))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
 # KEYS: job. ARGV: runner, stale seconds, since. A queued job, or a running one whose runner stopped
 # beating, is taken; anything else is left alone (a re-delivered message of a finished job).
 _CLAIM = _NOW + """
@@ -156,6 +166,7 @@ class JobStore:
     def __post_init__(self) -> None:
         r = self.redis
         self._create, self._claim, self._beat = r.register_script(_CREATE), r.register_script(_CLAIM), r.register_script(_BEAT)
+        self._create_part = r.register_script(_CREATE_PART)
         self._finish, self._cancel = r.register_script(_FINISH), r.register_script(_CANCEL)
         self._requeue, self._resend, self._sent = (r.register_script(_REQUEUE), r.register_script(_RESEND),
                                                    r.register_script(_SENT))
@@ -185,6 +196,13 @@ class JobStore:
                   "state": "queued", "attempts": 0, "cancel": 0, "stage": "queued"}
         keys = [job_key(job_id), ALL_JOBS, ACTIVE, key_active(key_id), key_jobs(key_id)]
         return bool(self._create(keys=keys, args=[job_id, cap, *_pairs(fields)]))
+
+    def create_part(self, job_id: str, *, parent: str, spec: dict, key_id: str, queue: str, kind: str) -> bool:
+        """Record a queued part of job ``parent`` (same key and queue); False when it exists
+        already (the parent runs again after a crash: its parts keep their state and results)."""
+        fields = {"id": job_id, "kind": kind, "parent": parent, "key_id": key_id, "spec": json.dumps(spec),
+                  "queue": queue, "state": "queued", "attempts": 0, "cancel": 0, "stage": "queued"}
+        return bool(self._create_part(keys=[job_key(job_id), ACTIVE], args=[job_id, *_pairs(fields)]))
 
     def get(self, job_id: str) -> dict[str, str] | None:
         record = self.redis.hgetall(job_key(job_id))

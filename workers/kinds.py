@@ -11,6 +11,9 @@ what it stored, under the job's id, so however often a job runs one copy is stor
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,9 +24,11 @@ from pydantic import BaseModel
 from discovery.experiments.result import discovered_circuit_id
 from graphstore.store import delete_circuit, read_circuit, write_circuit
 from workers.experimentspec import ExperimentSpec
+from workers.fanout import FanOut, Part, part_id
 from workers.jobspec import JobSpec
 from workers.machinery import JobRun, cached_model, with_store
 from workers.settings import Settings
+from workers.timelinespec import CheckpointSpec, TimelineSpec
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class JobKind:
     run: Callable[[Any, str, JobRun, Settings], dict[str, Any]]
     undo: Callable[[Driver, Any, str, Settings], None]
     what: str
+    #: where a user deletes what it stored, when a cancel could not undo it ("" when it stores nothing)
+    delete_route: str = ""
 
 
 def _device_model(spec: JobSpec | ExperimentSpec, run: JobRun):  # noqa: ANN202 - LoadedModel (torch)
@@ -127,9 +134,93 @@ def undo_experiment(driver: Driver, spec: ExperimentSpec, job_id: str, settings:
             delete_circuit(driver, discovered_circuit_id(job_id, task), database=db)
 
 
+# -- formation timelines: one part per checkpoint (workers.fanout), stored once by the parent ---
+def timeline_circuit_id(timeline_id: str, step: int, task: str) -> str:
+    """The id of a timeline's circuit: the same however often the job runs."""
+    return f"{timeline_id}.step-{step}.{task}"
+
+
+def run_checkpoint(spec: CheckpointSpec, job_id: str, run: JobRun, settings: Settings) -> dict[str, Any]:
+    """One checkpoint: its circuit of every task and the induction diagnostics, returned in the
+    record (``payload``, JSON) for the parent to store; nothing is stored here."""
+    from discovery.models import resolve_device
+    from discovery.timeline import checkpoint_circuits
+
+    tasks = spec.timeline.tasks
+    run.stage(f"step {spec.step}: loading checkpoint")
+    run.fields["circuits_done"] = 0
+
+    def searching(i: int, done: int, total: int) -> None:
+        if not str(run.fields.get("stage", "")).startswith(f"step {spec.step}: {tasks[i]}"):
+            run.stage(f"step {spec.step}: {tasks[i]} ({i + 1} of {len(tasks)})")
+        run.progress(done, total)
+
+    def finished(i: int, task: str) -> None:
+        run.fields["circuits_done"] = i + 1
+        run.progress(i + 1, len(tasks))
+
+    circuits, diagnostics = checkpoint_circuits(
+        spec.path, tasks, spec.timeline.params(), device=resolve_device(spec.timeline.device),
+        circuit_id=lambda task: timeline_circuit_id(spec.parent, spec.step, task),
+        progress=searching, done=finished)
+    payload = {"step": spec.step, "circuits": {t: c.to_dict() for t, c in circuits.items()},
+               "induction": diagnostics}
+    return {"result_id": job_id, "payload": json.dumps(payload),
+            "worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def run_timeline(spec: TimelineSpec, job_id: str, run: JobRun, settings: Settings) -> dict[str, Any]:
+    """Every checkpoint of the run as a part (in parallel where several workers run), then the
+    timeline assembled from their results and stored in one transaction."""
+    from discovery.circuit import Circuit
+    from discovery.timeline import assemble
+    from graphstore.timelines import write_timeline
+
+    run.stage("reading the run")
+    trained = spec.read()
+    parts = [Part(part_id(job_id, f"step-{c.step}"),
+                  CheckpointSpec(parent=job_id, step=c.step, path=str(c.path), timeline=spec),
+                  units=len(spec.tasks)) for c in trained.checkpoints]
+    fan = FanOut(run, "timeline-checkpoint", parts,
+                 units_done=lambda fields: int(fields.get("circuits_done") or 0))
+    fan.start()
+    run.stage("discovering")
+    records = fan.wait()
+    run.stage("assembling")
+    circuits, diagnostics = {}, {}
+    for part in parts:
+        payload = json.loads(records[part.id]["payload"])
+        circuits.update({(payload["step"], t): Circuit.from_dict(c) for t, c in payload["circuits"].items()})
+        if payload["induction"] is not None:
+            diagnostics[payload["step"]] = payload["induction"]
+    result = assemble(trained, spec.tasks, spec.params(), circuits, diagnostics)
+    run.stage("storing")
+    db, about = settings.neo4j_database, {"recipe": trained.recipe, "seed": trained.seed, "arch": trained.arch}
+    with_store(run, settings, lambda d: write_timeline(d, result, run_id=spec.run, database=db,
+                                                       timeline_id=job_id, run=about), what="timeline")
+    return {"result_id": job_id, "parts": ",".join(p.id for p in parts),
+            "workers": ",".join(sorted({records[p.id].get("worker", "") for p in parts}))}
+
+
+def undo_timeline(driver: Driver, spec: TimelineSpec, job_id: str, settings: Settings) -> None:
+    from graphstore.timelines import delete_timeline
+
+    delete_timeline(driver, job_id, database=settings.neo4j_database, circuits=True)
+
+
+def undo_nothing(driver: Driver, spec: Any, job_id: str, settings: Settings) -> None:
+    """A part stores nothing (its parent stores the whole)."""
+
+
 KINDS: dict[str, JobKind] = {
-    "discovery": JobKind("discovery", JobSpec, run_discovery, undo_discovery, "circuit"),
-    "experiment": JobKind("experiment", ExperimentSpec, run_experiment, undo_experiment, "experiment"),
+    "discovery": JobKind("discovery", JobSpec, run_discovery, undo_discovery, "circuit",
+                         "DELETE /v1/circuits"),
+    "experiment": JobKind("experiment", ExperimentSpec, run_experiment, undo_experiment, "experiment",
+                          "DELETE /v1/experiments"),
+    "timeline": JobKind("timeline", TimelineSpec, run_timeline, undo_timeline, "timeline",
+                        "DELETE /v1/timelines"),
+    "timeline-checkpoint": JobKind("timeline-checkpoint", CheckpointSpec, run_checkpoint, undo_nothing,
+                                   "checkpoint's circuits"),
 }
 
 

@@ -89,8 +89,13 @@ def cached_model(name: str, device: str):  # noqa: ANN202 - LoadedModel, importe
 class JobRun:
     """One attempt at a job: its heartbeat thread, its progress reports, its outcome."""
 
-    def __init__(self, jobs: JobStore, job_id: str, runner: str, settings: Settings):
+    def __init__(self, jobs: JobStore, job_id: str, runner: str, settings: Settings, *,
+                 parent: JobRun | None = None, watch: Callable[[JobRun], None] | None = None):
+        """``parent``: the job this one runs inside (a part of a fan-out job run in its process):
+        its cancel stops this one too, and its loss leaves this one to the sweep. ``watch`` is
+        called after each progress report (the parent's progress follows its part's)."""
         self.jobs, self.job_id, self.runner, self.settings = jobs, job_id, runner, settings
+        self.parent, self.watch = parent, watch
         self.cancelled, self.lost, self._stop = threading.Event(), threading.Event(), threading.Event()
         self._wake = threading.Event()  # set by a cancel or a loss: ends a retry's wait early
         self.fields: dict[str, object] = {}
@@ -146,8 +151,12 @@ class JobRun:
         self.check()
 
     def check(self) -> None:
+        if self.parent is not None and self.parent.lost.is_set():
+            self.lost.set()  # not a cancel: whoever runs the parent now runs this part again
         if self.cancelled.is_set() or self.lost.is_set():
             raise JobCancelled
+        if self.parent is not None:
+            self.parent.check()
 
     def sleep(self, seconds: float) -> None:
         """Wait, but stop at once (JobCancelled) when a cancel or a loss arrives."""
@@ -165,6 +174,8 @@ class JobRun:
         rate = (done - d0) / (now - t0) if now > t0 and done > d0 else None
         self.fields.update(done=done, total=total, percent=round(100 * done / total, 1) if total else 0,
                            eta_s=round((total - done) / rate, 1) if rate else "")
+        if self.watch is not None:
+            self.watch(self)
 
     def finish(self, state: str, **fields: Any) -> str:
         """Record the outcome (see :meth:`redis_call`)."""

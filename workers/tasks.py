@@ -17,9 +17,10 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from celery import shared_task
+from celery import group, shared_task
 from celery.signals import worker_ready
 
 from workers.app import DISCOVER_TASK, JOB_TASK, PING_TASK
@@ -64,14 +65,16 @@ def _attempt(job_id: str, kind: JobKind, record: dict[str, str], run: JobRun,
                           "stage": "failed"}
 
 
-def run_job(task_id: str, job_id: str) -> dict:
-    """Run job ``job_id`` of any kind: claim it, run its kind's work, finish."""
+def run_job(task_id: str, job_id: str, *, parent: JobRun | None = None,
+            watch: Callable[[JobRun], None] | None = None) -> dict:
+    """Run job ``job_id`` of any kind: claim it, run its kind's work, finish. ``parent`` and
+    ``watch``: a part of a fan-out job run inside its parent (:class:`JobRun`'s)."""
     settings, jobs = get_settings(), job_store()
     runner = f"{task_id}/{uuid.uuid4().hex[:8]}"
     claim = jobs.claim(job_id, runner, stale_s=settings.job_stale_s, since=jobs.redis_started())
     if claim != "ok":  # finished, cancelled, or alive elsewhere: a stale delivery, nothing to do
         return {"job_id": job_id, "skipped": claim}
-    with JobRun(jobs, job_id, runner, settings) as run:
+    with JobRun(jobs, job_id, runner, settings, parent=parent, watch=watch) as run:
         record = run.redis_call(lambda: jobs.get(job_id))
         kind = kind_of(record)
         state, fields = _attempt(job_id, kind, record, run, settings)
@@ -94,6 +97,15 @@ def discover_job(self, job_id: str) -> dict:  # noqa: ANN001 - Celery's bound ta
     return run_job(self.request.id, job_id)
 
 
+def send_parts(job_ids: list[str], queue: str) -> None:
+    """Send the parts of a fan-out job as one Celery group, so idle workers take them in parallel
+    (each part's record says which message carries it, as for any job)."""
+    jobs = job_store()
+    sent = group(job.signature(args=(job_id,), queue=queue) for job_id in job_ids).apply_async()
+    for job_id, result in zip(job_ids, sent.results, strict=True):
+        jobs.set_task(job_id, result.id)
+
+
 def _undo_for_cancel(job_id: str, kind: JobKind, record: dict[str, str], run: JobRun,
                      settings: Settings) -> dict:
     """A cancel arrived while the result was being stored: delete it, then record the cancel."""
@@ -103,9 +115,8 @@ def _undo_for_cancel(job_id: str, kind: JobKind, record: dict[str, str], run: Jo
         with_store(run, settings, lambda d: kind.undo(d, spec, job_id, settings), stoppable=False,
                    what=kind.what)
     except StoreUnavailable:
-        where = "DELETE /v1/circuits" if kind.name == "discovery" else "DELETE /v1/experiments"
         error = (f"cancelled after its {kind.what} was stored; Neo4j was unreachable, so the "
-                 f"{kind.what} is still there: delete it with {where}/{job_id}")
+                 f"{kind.what} is still there: delete it with {kind.delete_route}/{job_id}")
     run.finish("cancelled", stage="cancelled", error=error)
     return {"job_id": job_id, "state": "cancelled"}
 

@@ -7,10 +7,10 @@ import argparse
 import os
 import sys
 
-from api.cli import compete, demo, discover, jobs, serve, services, stored, zoo
+from api.cli import compete, demo, discover, jobs, serve, services, stored, timelines, zoo
 from api.ops.process import ServiceError
 
-_COMMANDS = (services, serve, demo, zoo, discover, stored, jobs, compete)
+_COMMANDS = (services, serve, demo, zoo, discover, stored, jobs, compete, timelines)
 
 
 def build_parser() -> argparse.ArgumentParser:

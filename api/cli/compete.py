@@ -99,6 +99,8 @@ class Rest:
                                    "`circuits api` or pass --api URL") from None
         if response.status_code >= 400:
             raise ServiceError(f"the API answered {response.status_code}: {_detail(response)}")
+        if response.status_code == 204:  # a delete: nothing to read
+            return None
         try:
             return response.json()
         except ValueError:
@@ -261,8 +263,9 @@ def _spec(args: argparse.Namespace) -> dict[str, Any]:
             "method": args.method, "threshold": args.threshold, "device": args.device}
 
 
-def follow(rest: Rest, job_id: str, poll_s: float = 0.5) -> dict:
-    """Poll the job to its end with a bar: stage, percent and ETA as the server reports them."""
+def follow(rest: Rest, job_id: str, poll_s: float = 0.5, unit: str = "passes") -> dict:
+    """Poll the job to its end with a bar: stage, percent and ETA as the server reports them
+    (``done``/``total`` counted in ``unit``)."""
     from tqdm import tqdm
 
     with tqdm(total=100, unit="%", file=sys.stderr, bar_format="{desc} {bar} {n:.0f}% {postfix}") as bar:
@@ -270,7 +273,7 @@ def follow(rest: Rest, job_id: str, poll_s: float = 0.5) -> dict:
             job = rest.call("GET", f"/v1/jobs/{job_id}")
             p = job.get("progress") or {}
             bar.set_description_str(f"{job['state']}: {p.get('stage') or ''}")
-            done = f"{p['done']}/{p['total']} passes" if p.get("total") else ""
+            done = f"{p['done']}/{p['total']} {unit}" if p.get("total") else ""
             eta = p.get("eta_s")
             bar.set_postfix_str(f"{done} ETA {eta:.0f}s" if eta is not None else done)
             bar.n = p.get("percent") or 0

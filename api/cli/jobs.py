@@ -124,10 +124,12 @@ def _line(job: dict) -> str:
     """One job of any kind: an experiment names its tasks joined by ``x``."""
     spec = job["spec"]
     tasks = spec.get("tasks") or [spec.get("task", "?")]
-    task = " x ".join(_task_name(t) for t in tasks)
+    joiner = "," if job.get("kind") == "timeline" else " x "
+    task = joiner.join(_task_name(t) for t in tasks)
+    subject = spec.get("model") or Path(spec.get("run", "?")).name  # a timeline is of a run
     tail = job.get("result_id") or job.get("circuit_id") or job.get("error") or (job["progress"].get("stage") or "")
     return (f"{job['id']}  {job.get('kind', 'discovery'):<10} {job['state']:<10} "
-            f"{spec['model']}/{task}/{spec.get('method', 'acdc')}  {tail}")
+            f"{subject}/{task}/{spec.get('method', 'acdc')}  {tail}")
 
 
 def run_jobs(args: argparse.Namespace) -> int:

@@ -43,11 +43,13 @@ class Progress(BaseModel):
 
 class JobPublic(BaseModel):
     """A job of any kind. ``result_id``: what it stored once succeeded (a circuit's id for a
-    discovery, an experiment's for an experiment; both equal the job's id); ``circuit_id`` is kept
-    for discovery jobs, ``circuit_ids`` lists an experiment's circuits."""
+    discovery, an experiment's for an experiment, a timeline's for a timeline; all equal the job's
+    id); ``circuit_id`` is kept for discovery jobs, ``circuit_ids`` lists an experiment's circuits.
+    A timeline runs as ``parts`` (one job per checkpoint, kind ``timeline-checkpoint``, ``parent``
+    its timeline job, ``worker`` the process that ran it), readable here like any job."""
 
     id: str
-    kind: str = "discovery"  # discovery, experiment
+    kind: str = "discovery"  # discovery, experiment, timeline, timeline-checkpoint
     state: str  # queued, running, succeeded, failed, cancelled
     spec: dict[str, Any]
     queue: str
@@ -57,6 +59,9 @@ class JobPublic(BaseModel):
     circuit_id: str | None = None
     result_id: str | None = None
     circuit_ids: list[str] | None = None
+    parent: str | None = None
+    parts: list[str] | None = None
+    worker: str | None = None
     error: str | None = None
     created_at: float
     started_at: float | None = None
@@ -84,6 +89,9 @@ def _public(record: dict[str, str]) -> JobPublic:
         circuit_id=record.get("circuit_id") or None,
         result_id=record.get("result_id") or record.get("circuit_id") or None,
         circuit_ids=record["circuit_ids"].split(",") if record.get("circuit_ids") else None,
+        parent=record.get("parent") or None,
+        parts=record["parts"].split(",") if record.get("parts") else None,
+        worker=record.get("worker") or None,
         error=record.get("error") or None,
         created_at=float(record["created_at"]), started_at=_num(record.get("started_at")),
         finished_at=_num(record.get("finished_at")),

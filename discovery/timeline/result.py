@@ -1,21 +1,16 @@
-"""Circuits over training: discover each task's circuit at every checkpoint of a run and line up,
-per step, the loss, the task scores, the circuit's size and faithfulness, its overlap with the
-final circuit and its membership; with induction diagnostics and pairs of tasks on top.
-
-The library half of issue 14 (the Celery job, Neo4j storage and REST come later and store
-:meth:`Timeline.to_dict`)."""
+"""What a timeline is, without torch: one :class:`Row` per (checkpoint step, task), the circuits,
+and the analyses :func:`assemble` computes from them (stabilisation, in-context-loss change-point,
+task pairs). The Celery job, the graph store and the API use this module; discovering the circuits
+is :mod:`discovery.timeline.checkpoints`'s (torch)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 from discovery.circuit import Circuit
-from discovery.discover import DiscoveryRequest, discover
-from discovery.models import load_model
 from discovery.timeline.analysis import (
     change_point,
     jaccard,
@@ -23,11 +18,7 @@ from discovery.timeline.analysis import (
     overlap_over_time,
     stabilisation_step,
 )
-from discovery.timeline.induction import induction_diagnostics
-from discovery.timeline.run import read_run
-
-#: (done, total, message) after each discovered circuit
-TimelineProgress = Callable[[int, int, str], None]
+from discovery.timeline.run import Run
 
 
 @dataclass(frozen=True)
@@ -53,12 +44,33 @@ class Row:
     circuit_id: str
 
 
+@dataclass(frozen=True)
+class TimelineParams:
+    """How every checkpoint's circuits are discovered (the same at each step, the same prompts
+    too, so differences between steps are the model's): ``method`` ... ``seed`` as in
+    :class:`discovery.discover.DiscoveryRequest`; ``level``: the edge Jaccard to the final circuit
+    that counts as stable; ``induction``: also compute head scores and the in-context loss per
+    checkpoint (None: when "induction" is among the tasks)."""
+
+    method: str = "acdc"
+    threshold: float = 0.01
+    top_n: int | None = None
+    metric: str | None = None
+    n_prompts: int = 50
+    seed: int = 0
+    level: float = 0.8
+    induction: bool | None = None
+
+    def wants_induction(self, tasks: Sequence[str]) -> bool:
+        return "induction" in tasks if self.induction is None else self.induction
+
+
 @dataclass
 class Timeline:
-    """Everything :func:`timeline` found: one :class:`Row` and one :class:`Circuit` per
-    (step, task), the stabilisation step per task (see :func:`analysis.stabilisation_step` with
-    ``level``), induction diagnostics per step (when computed) and their in-context-loss
-    change-point, and per pair of tasks the node overlap per step and the moved components."""
+    """Everything a timeline found: one :class:`Row` and one :class:`Circuit` per (step, task),
+    the stabilisation step per task (see :func:`analysis.stabilisation_step` with ``level``),
+    induction diagnostics per step (when computed) and their in-context-loss change-point, and per
+    pair of tasks the node overlap per step and the moved components."""
 
     run_dir: str
     tasks: tuple[str, ...]
@@ -129,62 +141,45 @@ class Timeline:
         )
 
 
-def timeline(run_dir: str | Path, tasks: list[str] | tuple[str, ...], *, method: str = "acdc",
-             threshold: float = 0.01, top_n: int | None = None, metric: str | None = None,
-             n_prompts: int = 50, seed: int = 0, level: float = 0.8,
-             induction: bool | None = None, device: str = "cpu",
-             progress: TimelineProgress | None = None) -> Timeline:
-    """Discover each of ``tasks``' circuits at every checkpoint of the run in ``run_dir`` and
-    analyse them (see :class:`Timeline`). ``method``, ``threshold``, ``top_n``, ``metric``,
-    ``n_prompts`` and ``seed`` are those of :class:`DiscoveryRequest`, the same at every checkpoint
-    (the same prompts too), so differences between steps are the model's. ``level``: the edge
-    Jaccard to the final circuit that counts as stable. ``induction``: also compute the head scores and
-    in-context loss per checkpoint (default: when "induction" is among the tasks). Each
-    checkpoint's model is loaded once for all its tasks."""
-    if not tasks:
-        raise ValueError("tasks is empty: name at least one task, e.g. ['induction']")
+def assemble(run: Run, tasks: Sequence[str], params: TimelineParams,
+             circuits: Mapping[tuple[int, str], Circuit],
+             diagnostics: Mapping[int, dict] | None = None) -> Timeline:
+    """The timeline of ``run`` from its circuits (one per checkpoint step and task, however they
+    were discovered: in one process or by several workers) and the induction diagnostics per step;
+    every analysis computed here. ValueError naming the (step, task) when a circuit is missing."""
     tasks = tuple(tasks)
-    run = read_run(run_dir)
-    induction = "induction" in tasks if induction is None else induction
-    total, done = len(run.checkpoints) * len(tasks), 0
-    circuits: dict[tuple[int, str], Circuit] = {}
-    diagnostics: dict[int, dict] = {}
-    for checkpoint in run.checkpoints:
-        model = load_model(str(checkpoint.path), device=device)
-        for task in tasks:
-            request = DiscoveryRequest(model=str(checkpoint.path), task=task, method=method,
-                                       threshold=threshold, top_n=top_n, metric=metric,
-                                       n_prompts=n_prompts, seed=seed, device=device)
-            circuits[checkpoint.step, task] = discover(request, model=model)
-            done += 1
-            if progress:
-                progress(done, total, f"step {checkpoint.step} {task}")
-        if induction:
-            diagnostics[checkpoint.step] = induction_diagnostics(model, seed=seed)
+    missing = [(c.step, t) for c in run.checkpoints for t in tasks if (c.step, t) not in circuits]
+    if missing:
+        raise ValueError(f"circuits: none for (step, task) {missing[:5]}; discover every checkpoint's "
+                         "circuit of every task first")
     final = run.checkpoints[-1].step
-    rows = []
-    for checkpoint in run.checkpoints:
-        for task in tasks:
-            c, f = circuits[checkpoint.step, task], circuits[final, task]
-            scores = checkpoint.eval.get(task, {})
-            rows.append(Row(
-                step=checkpoint.step, task=task, train_loss=checkpoint.train_loss,
-                accuracy=scores.get("accuracy"), metric=scores.get("metric"),
-                metric_mean=scores.get("metric_mean"), n_edges=len(c.edges), n_nodes=len(c.nodes),
-                faithfulness_task=c.metrics.faithfulness_task,
-                faithfulness_search=c.metrics.faithfulness_search,
-                jaccard_edges=jaccard(_edges(c), _edges(f)), jaccard_nodes=jaccard(_nodes(c), _nodes(f)),
-                nodes=tuple(sorted(_nodes(c))), circuit_id=c.id))
-    result = Timeline(run_dir=str(run.dir), tasks=tasks, method=method, threshold=threshold,
-                      top_n=top_n, n_prompts=n_prompts, seed=seed, level=level, rows=rows, circuits=circuits,
+    rows = [_row(checkpoint, task, circuits[checkpoint.step, task], circuits[final, task])
+            for checkpoint in run.checkpoints for task in tasks]
+    diagnostics = dict(diagnostics or {})
+    result = Timeline(run_dir=str(run.dir), tasks=tasks, method=params.method, threshold=params.threshold,
+                      top_n=params.top_n, n_prompts=params.n_prompts, seed=params.seed, level=params.level,
+                      rows=rows, circuits={(c.step, t): circuits[c.step, t] for c in run.checkpoints
+                                           for t in tasks},
                       induction=diagnostics)
-    result.stabilisation = {t: stabilisation_step(result.series(t, "jaccard_edges"), level=level)
+    result.stabilisation = {t: stabilisation_step(result.series(t, "jaccard_edges"), level=params.level)
                             for t in tasks}
     if diagnostics:
         result.in_context_change_point = change_point(
             [(s, d["in_context_loss"]) for s, d in sorted(diagnostics.items())])
     result.pairs = [pair_analysis(result, a, b) for a, b in combinations(tasks, 2)]
     return result
+
+
+def _row(checkpoint: Any, task: str, circuit: Circuit, final: Circuit) -> Row:
+    scores = checkpoint.eval.get(task, {})
+    return Row(step=checkpoint.step, task=task, train_loss=checkpoint.train_loss,
+               accuracy=scores.get("accuracy"), metric=scores.get("metric"),
+               metric_mean=scores.get("metric_mean"), n_edges=len(circuit.edges), n_nodes=len(circuit.nodes),
+               faithfulness_task=circuit.metrics.faithfulness_task,
+               faithfulness_search=circuit.metrics.faithfulness_search,
+               jaccard_edges=jaccard(edge_names(circuit), edge_names(final)),
+               jaccard_nodes=jaccard(node_names(circuit), node_names(final)),
+               nodes=tuple(sorted(node_names(circuit))), circuit_id=circuit.id)
 
 
 def pair_analysis(result: Timeline, first: str, second: str) -> dict:
@@ -197,10 +192,10 @@ def pair_analysis(result: Timeline, first: str, second: str) -> dict:
             "first_to_second": moved_components(a, b), "second_to_first": moved_components(b, a)}
 
 
-def _edges(circuit: Circuit) -> set[str]:
+def edge_names(circuit: Circuit) -> set[str]:
     return {e.name for e in circuit.edges}
 
 
-def _nodes(circuit: Circuit) -> set[str]:
+def node_names(circuit: Circuit) -> set[str]:
     """Node names without neuron nodes (``m3.n12``): membership is at component level."""
     return {n.name for n in circuit.nodes if n.neuron is None}
