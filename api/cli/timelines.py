@@ -104,6 +104,10 @@ def summary(data: dict) -> str:
             for r in sorted(data["rows"], key=lambda r: (r["task"], r["step"]))]
     lines.append(table(["step", "task", "train loss", "accuracy", "edges", "jaccard to final",
                         "in-context loss"], rows))
+    for task in data["tasks"]:
+        joined = _joined(data["rows"], task)
+        if joined:
+            lines.append(f"{task}: components joined at " + ", ".join(f"{c} {s}" for c, s in joined))
     for task, step in data["stabilisation"].items():
         lines.append(f"{task}: " + (f"stable from step {step} (edge Jaccard to the final circuit >= "
                                     f"{data['level']} from then on)" if step is not None else
@@ -119,6 +123,15 @@ def summary(data: dict) -> str:
             for comp, at in sorted(pair[way].items()):
                 lines.append(f"  {comp}: in {a} from step {at['first_at']}, moved to {b} by step {at['moved_at']}")
     return "\n".join(lines)
+
+
+def _joined(rows: list[dict], task: str) -> list[tuple[str, int]]:
+    """``[(component, first step in the task's circuit)]`` by step (embed and logits left out)."""
+    first: dict[str, int] = {}
+    for row in sorted((r for r in rows if r["task"] == task), key=lambda r: r["step"]):
+        for node in row["nodes"]:
+            first.setdefault(node, row["step"])
+    return sorted(((c, s) for c, s in first.items() if c not in ("embed", "logits")), key=lambda x: (x[1], x[0]))
 
 
 def _num(value: float | None) -> str:

@@ -31,6 +31,6 @@ def index() -> FileResponse:
 
 
 @router.get("/web/{name}")
-def asset(name: Literal["app.js", "charts.js", "experiments.js", "app.css"]) -> FileResponse:
+def asset(name: Literal["app.js", "charts.js", "experiments.js", "timelines.js", "app.css"]) -> FileResponse:
     """The page's scripts and stylesheet (only these names)."""
     return _file(name)

@@ -53,7 +53,7 @@ function fillRows(tbody, rows) {
 }
 
 function show(id) {
-  for (const view of ["#circuit-view", "#compare-view", "#experiment-view"]) $(view).hidden = view !== id;
+  for (const view of ["#circuit-view", "#compare-view", "#experiment-view", "#timeline-view"]) $(view).hidden = view !== id;
   $(id).scrollIntoView({ block: "start" });
 }
 

@@ -135,3 +135,26 @@ def test_sweeper_distrusts_staleness_across_its_own_outage(jobs, settings):
     time.sleep(0.35)
     assert sweeper.probe() and sweeper.sweep() == (["j1"], [])
     assert sent == ["j1"] and jobs.get("j1")["state"] == "queued" and jobs.get("j1")["task_id"] == "task-1"
+
+
+def test_a_part_is_recorded_once_swept_like_any_job_and_in_no_listing(jobs):
+    """A fan-out job's part (workers.fanout): created once (a parent that runs again after a crash
+    finds its parts as they were), in the active set the sweep reads, not in any key's listing
+    or under its cap."""
+    make(jobs, "parent", key="k")
+    assert jobs.create_part("parent.step-1", parent="parent", spec={"step": 1}, key_id="k", queue="cpu",
+                            kind="timeline-checkpoint")
+    assert jobs.claim("parent.step-1", "r1", stale_s=0.5) == "ok"
+    assert not jobs.create_part("parent.step-1", parent="parent", spec={"step": 2}, key_id="k", queue="cpu",
+                                kind="timeline-checkpoint")  # exists: left as it was
+    record = jobs.get("parent.step-1")
+    assert record["state"] == "running" and json.loads(record["spec"]) == {"step": 1}
+    assert record["parent"] == "parent" and record["kind"] == "timeline-checkpoint"
+    assert jobs.redis.sismember(ACTIVE, "parent.step-1")
+    assert not jobs.redis.sismember(key_active("k"), "parent.step-1")
+    total, records = jobs.page(offset=0, limit=10, key_id="k")
+    assert total == 1 and [r["id"] for r in records] == ["parent"]
+    time.sleep(0.6)
+    assert [r["id"] for r in jobs.requeue_stale(0.5)] == ["parent.step-1"]  # swept like any job
+    assert jobs.finish("parent.step-1", "", "succeeded") == "ok"
+    assert not jobs.redis.sismember(ACTIVE, "parent.step-1")

@@ -182,3 +182,25 @@ def test_bad_timelines_name_the_field_and_queue_nothing(stack, run_dir, body, fi
         detail = response.json()["detail"]
         assert any(e["loc"][-1] == field and words in e["msg"] for e in detail), detail
         assert client.get("/v1/jobs").json()["total"] == before
+
+
+def test_cli_timeline_waits_prints_and_draws(stack, run_dir, tmp_path):
+    png = tmp_path / "timeline.png"
+    env = {**os.environ, "ATLAS_API_URL": stack.api.url, "ATLAS_API_KEY": "atlas-dev-write"}
+    done = subprocess.run([sys.executable, "-m", "api.cli", "timeline", "--run", str(run_dir), "--tasks",
+                           "induction,ioi", "--method", "eap", "--top-n", "8", "--n-prompts", "8", "--wait",
+                           "--png", str(png)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "circuits" in done.stderr and "100%" in done.stderr  # the bar, in circuits done
+    out = done.stdout
+    assert out.count("induction") >= CHECKPOINTS and "in-context loss: largest drop by step" in out
+    assert "induction: stable from step" in out or "induction: not stable within the run" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    job_id = out.split()[3]  # "submitted timeline job ID ..."
+    listed = subprocess.run([sys.executable, "-m", "api.cli", "timelines", "list", "--run", str(run_dir)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and job_id in listed.stdout
+    missing = subprocess.run([sys.executable, "-m", "api.cli", "timeline", "--run", "/no/such/run", "--tasks",
+                              "induction"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "run:" in missing.stderr and "run.json" in missing.stderr
+    assert "Traceback" not in missing.stderr
