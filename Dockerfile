@@ -17,7 +17,11 @@ COPY graphstore ./graphstore
 COPY workers ./workers
 COPY api ./api
 COPY services ./services
-RUN uv pip install --system --no-cache --no-deps .
+# The shipped models and checkpointed runs are found beside the code (discovery.catalog), so the
+# package is installed in place.
+COPY models ./models
+COPY runs ./runs
+RUN uv pip install --system --no-cache --no-deps -e .
 
 RUN useradd --create-home atlas
 USER atlas

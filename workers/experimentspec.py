@@ -19,7 +19,7 @@ from discovery.experiments.result import pair_key
 from discovery.tasks import TASKS
 from discovery.tasks.base import METRICS, TaskData, TaskValidationError
 from discovery.tasks.custom import custom_name, parse_custom_task
-from workers.jobspec import MAX_SEED, MAX_THRESHOLD, Device, _echo, small_enough
+from workers.jobspec import MAX_SEED, MAX_THRESHOLD, Device, _echo, one_of, small_enough
 
 #: At most this many tasks in one experiment (pairs grow as n^2, controls with them).
 MAX_TASKS = 6
@@ -103,23 +103,17 @@ class ExperimentSpec(BaseModel):
     @field_validator("ablation")
     @classmethod
     def _ablation(cls, value: str) -> str:
-        if value not in ABLATIONS:
-            raise ValueError(f"unknown ablation {_echo(value)}; use one of {', '.join(ABLATIONS)}")
-        return value
+        return one_of(value, ABLATIONS, "ablation")
 
     @field_validator("method")
     @classmethod
     def _method(cls, value: str) -> str:
-        if value not in METHODS:
-            raise ValueError(f"unknown method {_echo(value)}; use one of {', '.join(METHODS)}")
-        return value
+        return one_of(value, METHODS, "method")
 
     @field_validator("metric")
     @classmethod
     def _metric(cls, value: str | None) -> str | None:
-        if value is not None and value not in METRICS:
-            raise ValueError(f"unknown metric {_echo(value)}; use one of {', '.join(METRICS)}")
-        return value
+        return one_of(value, METRICS, "metric")
 
     @field_validator("alphas")
     @classmethod

@@ -34,6 +34,13 @@ def small_enough(data: Any, what: str) -> Any:
     return data
 
 
+def one_of(value: str | None, allowed: tuple[str, ...] | list[str], what: str) -> str | None:
+    """``value`` when it is one of ``allowed`` (or None); else the error naming the choices."""
+    if value is not None and value not in allowed:
+        raise ValueError(f"unknown {what} {_echo(value)}; use one of {', '.join(allowed)}")
+    return value
+
+
 def _echo(value: str) -> str:
     """``value`` for an error message, cut short: a 100,000-character name is not repeated."""
     return repr(value[:_ECHO] + ("..." if len(value) > _ECHO else ""))

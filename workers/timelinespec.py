@@ -14,7 +14,7 @@ from discovery.catalog import METHODS, shipped_runs
 from discovery.tasks import TASKS
 from discovery.tasks.base import METRICS
 from discovery.timeline import Run, TimelineParams, read_run
-from workers.jobspec import MAX_SEED, MAX_THRESHOLD, Device, _echo, small_enough
+from workers.jobspec import MAX_SEED, MAX_THRESHOLD, Device, _echo, one_of, small_enough
 
 #: At most this many tasks per timeline, and checkpoints per run (each costs a discovery per task).
 MAX_TASKS = 8
@@ -77,16 +77,12 @@ class TimelineSpec(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        if value not in METHODS:
-            raise ValueError(f"unknown method {_echo(value)}; use one of {', '.join(METHODS)}")
-        return value
+        return one_of(value, METHODS, "method")
 
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str | None) -> str | None:
-        if value is not None and value not in METRICS:
-            raise ValueError(f"unknown metric {_echo(value)}; use one of {', '.join(METRICS)}")
-        return value
+        return one_of(value, METRICS, "metric")
 
     def params(self) -> TimelineParams:
         return TimelineParams(method=self.method, threshold=self.threshold, top_n=self.top_n,

@@ -202,7 +202,8 @@ def _sizes(ax: Axes, rows: list[dict], tasks: list[str], steps: list[int], lette
 
 def _overlap(ax: Axes, pairs: list[dict]) -> None:
     for i, p in enumerate(pairs):
-        points = sorted((int(s), j) for s, j in p.get("overlap") or [])
+        # None: both circuits empty at that step (no overlap to speak of): left out of the line
+        points = sorted((int(s), j) for s, j in p.get("overlap") or [] if j is not None)
         if points:
             ax.plot(_x([s for s, _ in points]), [j for _, j in points], "o-",
                     color=PAIR_COLOURS[i % len(PAIR_COLOURS)], label=f"{p['first']} × {p['second']}")

@@ -108,21 +108,27 @@ def summary(data: dict) -> str:
         joined = _joined(data["rows"], task)
         if joined:
             lines.append(f"{task}: components joined at " + ", ".join(f"{c} {s}" for c, s in joined))
+    nodes = data.get("stabilisation_nodes", {})
     for task, step in data["stabilisation"].items():
-        lines.append(f"{task}: " + (f"stable from step {step} (edge Jaccard to the final circuit >= "
-                                    f"{data['level']} from then on)" if step is not None else
-                                    f"not stable within the run (Jaccard to the final circuit < {data['level']} "
-                                    "at some later checkpoint)"))
+        lines.append(f"{task}: " + _stable(step, "edge", data["level"]) + "; "
+                     + _stable(nodes.get(task), "node", data["level"]))
     if data.get("in_context_change_point") is not None:
         lines.append(f"in-context loss: largest drop by step {data['in_context_change_point']}")
     for pair in data.get("pairs", []):
-        overlap = ", ".join(f"{s}: {j:.2f}" for s, j in pair["overlap"])
-        lines.append(f"{pair['first']} x {pair['second']} node overlap: {overlap}")
+        overlap = ", ".join(f"{s}: {'-' if j is None else f'{j:.2f}'}" for s, j in pair["overlap"])
+        lines.append(f"{pair['first']} x {pair['second']} node overlap (-: both circuits empty): {overlap}")
         for way, (a, b) in (("first_to_second", (pair["first"], pair["second"])),
                             ("second_to_first", (pair["second"], pair["first"]))):
             for comp, at in sorted(pair[way].items()):
                 lines.append(f"  {comp}: in {a} from step {at['first_at']}, moved to {b} by step {at['moved_at']}")
     return "\n".join(lines)
+
+
+def _stable(step: int | None, what: str, level: float) -> str:
+    if step is not None:
+        return f"{what}s stable from step {step} ({what} Jaccard to the final circuit >= {level} from then on)"
+    return (f"{what}s not stable within the run ({what} Jaccard to the final circuit < {level} at a later "
+            "checkpoint, or the final circuit is empty)")
 
 
 def _joined(rows: list[dict], task: str) -> list[tuple[str, int]]:

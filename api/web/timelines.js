@@ -287,7 +287,8 @@ function overlapChart(data, pair) {
   }
   svg.append(axis);
   stepAxis(svg, steps, x, height - bottom);
-  const points = [...(pair.overlap || [])].sort((a, b) => a[0] - b[0]);
+  // null: both circuits empty at that step (no overlap to speak of), left out of the line
+  const points = [...(pair.overlap || [])].filter(([, v]) => v !== null).sort((a, b) => a[0] - b[0]);
   const g = svgEl("g", { class: "series", "data-series": key });
   g.append(svgEl("polyline", { points: points.map(([s, v]) => `${x(s)},${py(v)}`).join(" "), fill: "none", stroke: "#1b9e77", "stroke-width": 2 }));
   for (const [s, v] of points) {

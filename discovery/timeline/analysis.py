@@ -54,26 +54,39 @@ def change_point(series: Sequence[tuple[int, float]]) -> int | None:
 
 
 def overlap_over_time(first: Mapping[int, Iterable[str]], second: Mapping[int, Iterable[str]]
-                      ) -> list[tuple[int, float]]:
-    """``[(step, jaccard(first[step], second[step]))]`` over the steps both memberships have."""
-    return [(step, jaccard(first[step], second[step])) for step in sorted(set(first) & set(second))]
+                      ) -> list[tuple[int, float | None]]:
+    """``[(step, jaccard(first[step], second[step]))]`` over the steps both memberships have; None
+    at a step where both are empty (two circuits that do not exist yet do not overlap: the 1.0 of
+    :func:`jaccard` would read as full sharing)."""
+    out: list[tuple[int, float | None]] = []
+    for step in sorted(set(first) & set(second)):
+        a, b = set(first[step]), set(second[step])
+        out.append((step, jaccard(a, b) if a or b else None))
+    return out
 
 
 def moved_components(first: Mapping[int, Iterable[str]], second: Mapping[int, Iterable[str]], *,
                      ignore: Iterable[str] = ("embed", "logits")) -> dict[str, dict[str, int]]:
-    """Components that moved from the first task's circuit to the second's: ``c`` in ``first`` at
-    some step ``s1`` and, at a later step ``s2 > s1``, in ``second`` but no longer in ``first``.
+    """Components that served the first task early and the second task late: ``c`` in the first
+    task's circuit and not the second's at some step (the first such is ``s1``), and from a later
+    step ``s2`` to the end of the run in the second's and not the first's.
 
-    Returns ``{c: {"first_at": s1, "moved_at": s2}}`` with ``s1`` the first step ``c`` served the
-    first task and ``s2`` the earliest such later step. ``ignore``: nodes every circuit has."""
+    Returns ``{c: {"first_at": s1, "moved_at": s2}}`` (``s2`` the earliest such step). A component
+    in both circuits at once, or one that drops out of the first and comes back, has not moved;
+    membership that flickers between checkpoints (a search near its threshold) is no move either
+    unless it settles in the second task. ``ignore``: nodes every circuit has."""
     skip = set(ignore)
     steps = sorted(set(first) | set(second))
     a = {s: set(first.get(s, ())) for s in steps}
     b = {s: set(second.get(s, ())) for s in steps}
     moved: dict[str, dict[str, int]] = {}
     for component in sorted(set().union(*a.values()) - skip) if steps else ():
-        s1 = next(s for s in steps if component in a[s])
-        s2 = next((s for s in steps if s > s1 and component in b[s] and component not in a[s]), None)
-        if s2 is not None:
-            moved[component] = {"first_at": s1, "moved_at": s2}
+        only_first = [s for s in steps if component in a[s] and component not in b[s]]
+        if not only_first:
+            continue
+        s1 = only_first[0]
+        settled = [s for s in steps if s > s1
+                   and all(component in b[t] and component not in a[t] for t in steps if t >= s)]
+        if settled:
+            moved[component] = {"first_at": s1, "moved_at": settled[0]}
     return moved

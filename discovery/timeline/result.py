@@ -68,7 +68,8 @@ class TimelineParams:
 @dataclass
 class Timeline:
     """Everything a timeline found: one :class:`Row` and one :class:`Circuit` per (step, task),
-    the stabilisation step per task (see :func:`analysis.stabilisation_step` with ``level``),
+    the stabilisation step per task (see :func:`analysis.stabilisation_step` with ``level``, on
+    the edge Jaccard to the final circuit; ``stabilisation_nodes`` on the node Jaccard),
     induction diagnostics per step (when computed) and their in-context-loss change-point, and per
     pair of tasks the node overlap per step and the moved components."""
 
@@ -83,6 +84,8 @@ class Timeline:
     rows: list[Row]
     circuits: dict[tuple[int, str], Circuit] = field(default_factory=dict)
     stabilisation: dict[str, int | None] = field(default_factory=dict)
+    #: the same on the node Jaccard: when the circuit's components settle (its edges may not)
+    stabilisation_nodes: dict[str, int | None] = field(default_factory=dict)
     induction: dict[int, dict] = field(default_factory=dict)
     in_context_change_point: int | None = None
     pairs: list[dict] = field(default_factory=list)
@@ -119,6 +122,7 @@ class Timeline:
             "circuits": [{"step": s, "task": t, "circuit": c.to_dict()}
                          for (s, t), c in sorted(self.circuits.items())],
             "stabilisation": dict(sorted(self.stabilisation.items())),
+            "stabilisation_nodes": dict(sorted(self.stabilisation_nodes.items())),
             "induction": [{"step": s, **d} for s, d in sorted(self.induction.items())],
             "in_context_change_point": self.in_context_change_point,
             "pairs": self.pairs,
@@ -135,6 +139,7 @@ class Timeline:
             rows=[Row(**{**r, "nodes": tuple(r["nodes"])}) for r in data["rows"]],
             circuits={(c["step"], c["task"]): Circuit.from_dict(c["circuit"]) for c in data["circuits"]},
             stabilisation=dict(data["stabilisation"]),
+            stabilisation_nodes=dict(data.get("stabilisation_nodes", {})),  # absent before it existed
             induction={d["step"]: {k: v for k, v in d.items() if k != "step"} for d in data["induction"]},
             in_context_change_point=data["in_context_change_point"],
             pairs=list(data["pairs"]),
@@ -161,8 +166,10 @@ def assemble(run: Run, tasks: Sequence[str], params: TimelineParams,
                       rows=rows, circuits={(c.step, t): circuits[c.step, t] for c in run.checkpoints
                                            for t in tasks},
                       induction=diagnostics)
-    result.stabilisation = {t: stabilisation_step(result.series(t, "jaccard_edges"), level=params.level)
-                            for t in tasks}
+    # An empty final circuit is nothing to stabilise to (every empty step would match it).
+    for name, column in (("stabilisation", "jaccard_edges"), ("stabilisation_nodes", "jaccard_nodes")):
+        setattr(result, name, {t: stabilisation_step(result.series(t, column), level=params.level)
+                               if circuits[final, t].edges else None for t in tasks})
     if diagnostics:
         result.in_context_change_point = change_point(
             [(s, d["in_context_loss"]) for s, d in sorted(diagnostics.items())])

@@ -102,23 +102,29 @@ MATCH (tl)-[at:AT {task: $task}]->(:Circuit)-[:INCLUDES]->(:Component {name: $co
 RETURN min(at.step) AS step
 """
 
-#: (2) Components that moved from task ``$first``'s circuit to ``$second``'s: in ``$first``'s at
-#: some step and, at a later step, in ``$second``'s but no longer in ``$first``'s. ``first_at``:
-#: the first step it served ``$first``; ``moved_at``: the earliest such later step (the same
+#: (2) Components that moved from task ``$first``'s circuit to ``$second``'s: in ``$first``'s and
+#: not ``$second``'s at some step (``first_at``: the first such), and from a later step
+#: (``moved_at``: the earliest) to the end of the run in ``$second``'s and not ``$first``'s (the same
 #: definition as ``discovery.timeline.analysis.moved_components``; embed, logits and neurons are
 #: left out as there). Components are matched by name: each checkpoint is its own Model, so
 #: ``a0.h1`` of step 0 and of step 100 are different Component nodes.
 MOVED_COMPONENTS = """
 MATCH (:Run {id: $run})<-[:OF_RUN]-(tl:Timeline)
 WHERE $timeline_id IS NULL OR tl.id = $timeline_id
-MATCH (tl)-[early:AT {task: $first}]->(:Circuit)-[:INCLUDES]->(n:Component)
-WHERE NOT n:Neuron AND NOT n.kind IN ['embed', 'logits']
-MATCH (tl)-[late:AT {task: $second}]->(:Circuit)-[:INCLUDES]->(:Component {name: n.name})
-WHERE late.step > early.step
-MATCH (tl)-[:AT {task: $first, step: late.step}]->(left:Circuit)
-WHERE NOT EXISTS { (left)-[:INCLUDES]->(:Component {name: n.name}) }
-RETURN tl.id AS timeline, n.name AS component, min(early.step) AS first_at,
-       min(late.step) AS moved_at
+MATCH (tl)-[at:AT]->(:Circuit)-[:INCLUDES]->(n:Component)
+WHERE at.task IN [$first, $second] AND NOT n:Neuron AND NOT n.kind IN ['embed', 'logits']
+WITH tl, n.name AS component,
+     collect(DISTINCT CASE WHEN at.task = $first THEN at.step END) AS in_first,
+     collect(DISTINCT CASE WHEN at.task = $second THEN at.step END) AS in_second
+WITH tl, component,
+     [s IN tl.steps WHERE s IN in_first AND NOT s IN in_second] AS only_first,
+     [s IN tl.steps WHERE s IN in_second AND NOT s IN in_first] AS only_second
+WHERE size(only_first) > 0
+WITH tl, component, only_first[0] AS first_at,
+     [s IN tl.steps WHERE s > only_first[0]
+      AND all(t IN tl.steps WHERE t < s OR t IN only_second)] AS settled
+WHERE size(settled) > 0
+RETURN tl.id AS timeline, component, first_at, settled[0] AS moved_at
 ORDER BY timeline, component
 """
 

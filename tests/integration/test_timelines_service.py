@@ -7,11 +7,13 @@ Its own API and workers on Redis database 9 (the session's worker never takes th
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,13 @@ import redis
 
 from api.ops.process import stop_group
 from discovery.timeline import Timeline, pair_analysis
-from graphstore.timelines import circuit_sizes, first_step_in_circuit, moved_components
+from graphstore.timelines import (
+    circuit_sizes,
+    delete_timeline,
+    first_step_in_circuit,
+    list_timelines,
+    moved_components,
+)
 from tests.conftest import ROOT
 from tests.integration.test_jobs import Stack, finished, wait
 
@@ -28,10 +36,12 @@ CHECKPOINTS = 5
 #: EAP's top 8 edges: on the tiny model ACDC's KL threshold keeps no edge at any step, so its
 #: circuits would all be empty (and equal); these differ between checkpoints.
 BODY = {"tasks": ["induction", "ioi"], "method": "eap", "top_n": 8, "n_prompts": 8}
+#: ~4 s a checkpoint (the reference ACDC): long enough to be caught mid-run
+SLOW = {"method": "acdc-reference", "top_n": None, "n_prompts": 20}
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(tmp_path_factory, neo4j_driver, settings) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("tiny-run") / "tiny"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "api.cli", "train", "--recipe", "tiny", "--out", str(out),
@@ -39,7 +49,10 @@ def run_dir(tmp_path_factory) -> Path:
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "run.json").exists()
-    return out
+    yield out
+    db = settings.neo4j_database  # what the tests stored: every timeline of this run, its circuits
+    for timeline in list_timelines(neo4j_driver, database=db, run=str(out.resolve())):
+        delete_timeline(neo4j_driver, timeline.id, database=db, circuits=True)
 
 
 def _ready(worker: subprocess.Popen, timeout: float = 120) -> None:
@@ -131,19 +144,40 @@ def test_stored_timeline_answers_the_cookbook_queries(stack, first, neo4j_driver
     assert data["id"] in [t["id"] for t in listed["timelines"]]
 
 
+def _parts(client, job_id: str, run_dir: Path) -> dict[str, dict]:
+    """The job's parts by id (one per checkpoint, ``{job}.step-{step}``), as the API shows them."""
+    steps = [c["step"] for c in json.loads((run_dir / "run.json").read_text())["checkpoints"]]
+    records = {f"{job_id}.step-{s}": client.get(f"/v1/jobs/{job_id}.step-{s}") for s in steps}
+    return {pid: r.json() for pid, r in records.items() if r.status_code == 200}
+
+
 def test_killed_mid_run_is_stored_once_after_a_restart(stack, run_dir, neo4j_driver, settings):
     with stack.client() as client:
-        job_id = submit(client, run_dir, n_prompts=12)
-        wait(client, job_id, lambda j: (j["progress"]["done"] or 0) >= 2 and not finished(j), timeout=300)
+        job_id = submit(client, run_dir, **SLOW)
+        deadline = time.monotonic() + 300
+        while True:  # kill once one part finished and another is running
+            states = {p: r["state"] for p, r in _parts(client, job_id, run_dir).items()}
+            if "succeeded" in states.values() and "running" in states.values():
+                break
+            assert time.monotonic() < deadline and client.get(f"/v1/jobs/{job_id}").json()["state"] == "running"
+            time.sleep(0.1)
         for worker in (stack.worker, stack.second):
             os.killpg(worker.pid, signal.SIGKILL)  # every worker: main processes and pools
             worker.wait()
+        at_kill = {p: r for p, r in _parts(client, job_id, run_dir).items()}
         time.sleep(1)
         stack.worker = stack.start_worker()
         job = wait(client, job_id, finished, timeout=400)
         stack.second = stack.start_worker()  # for the tests after this one
         _ready(stack.second)
+        after = _parts(client, job_id, run_dir)
     assert job["state"] == "succeeded" and job["attempts"] == 2, job
+    for pid, before in at_kill.items():  # finished parts kept their results; killed ones ran again
+        assert after[pid]["state"] == "succeeded"
+        if before["state"] == "succeeded":
+            assert after[pid]["attempts"] == before["attempts"] == 1, (pid, before, after[pid])
+        elif before["state"] == "running":
+            assert after[pid]["attempts"] == before["attempts"] + 1, (pid, before, after[pid])
     assert count(neo4j_driver, settings, "MATCH (t:Timeline {id: $id}) RETURN count(t) AS n", id=job_id) == 1
     assert count(neo4j_driver, settings, "MATCH (c:Circuit) WHERE c.id STARTS WITH $id RETURN count(c) AS n",
                  id=job_id + ".") == CHECKPOINTS * 2
@@ -153,7 +187,7 @@ def test_killed_mid_run_is_stored_once_after_a_restart(stack, run_dir, neo4j_dri
 
 def test_cancel_a_running_timeline_stores_nothing(stack, run_dir, neo4j_driver, settings):
     with stack.client() as client:
-        job_id = submit(client, run_dir, n_prompts=12)
+        job_id = submit(client, run_dir, **SLOW)
         wait(client, job_id, lambda j: j["state"] == "running" or finished(j), timeout=120)
         assert client.delete(f"/v1/jobs/{job_id}").status_code == 202
         job = wait(client, job_id, finished, timeout=120)
@@ -194,7 +228,7 @@ def test_cli_timeline_waits_prints_and_draws(stack, run_dir, tmp_path):
     assert "circuits" in done.stderr and "100%" in done.stderr  # the bar, in circuits done
     out = done.stdout
     assert out.count("induction") >= CHECKPOINTS and "in-context loss: largest drop by step" in out
-    assert "induction: stable from step" in out or "induction: not stable within the run" in out
+    assert "induction: edges stable from step" in out or "induction: edges not stable within the run" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     job_id = out.split()[3]  # "submitted timeline job ID ..."
     listed = subprocess.run([sys.executable, "-m", "api.cli", "timelines", "list", "--run", str(run_dir)],

@@ -83,3 +83,14 @@ def test_gpu_worker_profile(compose):
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert "profiles" not in compose["services"]["worker"]
+
+
+def test_image_holds_the_shipped_models_and_runs_where_the_catalog_looks():
+    """discovery.catalog finds models/ and runs/ beside the package, so the image copies both and
+    installs the package in place (a wheel install would look in site-packages and find none)."""
+    from discovery.catalog import SHIPPED_DIR, SHIPPED_RUNS_DIR
+
+    text = (ROOT / "Dockerfile").read_text()
+    for folder in (SHIPPED_DIR, SHIPPED_RUNS_DIR):
+        assert folder.parent == ROOT and f"COPY {folder.name} ./{folder.name}" in text
+    assert "--no-deps -e ." in text

@@ -166,6 +166,12 @@ def test_moved_components_and_jaccard_on_hand_made_membership():
     assert moved_components(second, first) == {}  # a1.h1 is in second at 10 but never in first later
     # shared at the same step is not a move
     assert moved_components({0: {"m0"}, 10: {"m0"}}, {0: set(), 10: {"m0"}}) == {}
+    # in the second task's circuit all along: it never served the first alone, so it did not move
+    assert moved_components({0: {"c"}, 10: {"c"}, 20: set()}, {0: {"c"}, 10: {"c"}, 20: {"c"}}) == {}
+    # flickering between the two and back is no move; settling in the second from 20 on is
+    assert moved_components({0: {"c"}, 10: set(), 20: {"c"}}, {0: set(), 10: {"c"}, 20: set()}) == {}
+    assert moved_components({0: {"c"}, 10: set(), 20: {"c"}, 30: set()},
+                            {0: set(), 10: {"c"}, 20: set(), 30: {"c"}}) == {"c": {"first_at": 0, "moved_at": 30}}
     assert jaccard({"a", "b"}, {"b", "c"}) == pytest.approx(1 / 3) and jaccard(set(), set()) == 1.0
 
 
@@ -199,3 +205,32 @@ def test_timeline_of_a_run_from_the_checkpointing_trainer(tmp_path):
     assert all(t.row(STEPS[-1], task).jaccard_edges == 1.0 for task in t.tasks)
     assert t.row(STEPS[-1], "ioi").train_loss < t.row(STEPS[0], "ioi").train_loss
     assert sorted(t.induction) == list(STEPS)
+
+
+def test_empty_circuits_neither_overlap_nor_stabilise():
+    """Before a task's circuit exists (ACDC keeps no edge), two empty circuits are not 'fully
+    shared' (overlap None, not Jaccard 1.0), and an empty final circuit is nothing to stabilise
+    to (None, though every empty step 'matches' it)."""
+    from discovery.circuit import Circuit, Edge, Metrics, Node, Provenance
+    from discovery.timeline import TimelineParams, assemble, overlap_over_time
+    from discovery.timeline.run import Checkpoint, Run
+
+    assert overlap_over_time({0: set(), 10: {"a0.h0"}, 20: {"a0.h0"}},
+                             {0: set(), 10: set(), 20: {"a0.h0", "a1.h1"}}) == [(0, None), (10, 0.0), (20, 0.5)]
+
+    def circuit(step: int, task: str, heads: tuple[str, ...]) -> Circuit:
+        edges = tuple(Edge.parse(f"{h}->logits", 0.5) for h in heads)
+        nodes = tuple(Node.parse(n) for n in sorted({"logits", *heads})) if heads else ()
+        return Circuit(id=f"{task}-{step}", nodes=nodes, edges=edges,
+                       metrics=Metrics(full=1.0, empty=0.0, circuit=0.5, name="kl"),
+                       provenance=Provenance(model=f"m@{step}", task=task, method="acdc", threshold=0.01,
+                                             params={}, seed=0, versions={}, created_at="2026-01-01"))
+
+    run = Run(dir=Path("/runs/r"), recipe="tiny", seed=0, steps=30, arch="gpt2",
+              checkpoints=tuple(Checkpoint(step=s, path=Path(f"/runs/r/{s}")) for s in (10, 20, 30)))
+    members = {"ioi": {10: (), 20: (), 30: ()}, "induction": {10: (), 20: ("a1.h1",), 30: ("a1.h1",)}}
+    circuits = {(s, t): circuit(s, t, members[t][s]) for t in members for s in (10, 20, 30)}
+    result = assemble(run, ["ioi", "induction"], TimelineParams(), circuits)
+    assert result.series("ioi", "jaccard_edges") == [(10, 1.0), (20, 1.0), (30, 1.0)]
+    assert result.stabilisation == {"ioi": None, "induction": 20}
+    assert result.pairs[0]["overlap"] == [[10, None], [20, 0.0], [30, 0.0]]
