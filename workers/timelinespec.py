@@ -51,8 +51,12 @@ class TimelineSpec(BaseModel):
     def _readable_run(cls, value: str) -> str:
         """A shipped run's name or a run directory, resolved to an absolute path (the workers
         read the same filesystem); its run.json and checkpoints are checked here."""
-        path = shipped_runs().get(value) or Path(value).expanduser()
-        if not (path / "run.json").is_file():
+        try:
+            path = shipped_runs().get(value) or Path(value).expanduser()
+            readable = (path / "run.json").is_file()
+        except (OSError, ValueError, RuntimeError):  # too long a name, a NUL byte, ~unknown-user
+            readable = False
+        if not readable:
             names = ", ".join(shipped_runs()) or "none shipped"
             raise ValueError(f"{_echo(value)} is neither a shipped run ({names}) nor a directory with a "
                              "run.json; train one with `circuits train --recipe R --out DIR --checkpoints N`")

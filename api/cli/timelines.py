@@ -63,8 +63,11 @@ def parse_tasks(text: str) -> list[str]:
 def run_arg(text: str) -> str:
     """A local directory is sent as an absolute path (the API and workers do not share our working
     directory); anything else as given (a shipped run's name, or a path only the server has)."""
-    path = Path(text).expanduser()
-    return str(path.resolve()) if path.is_dir() else text
+    try:
+        path = Path(text).expanduser()
+        return str(path.resolve()) if path.is_dir() else text
+    except (OSError, ValueError, RuntimeError):  # not a path here: the API says what is wrong
+        return text
 
 
 def build_spec(args: argparse.Namespace) -> dict[str, Any]:

@@ -30,6 +30,8 @@ def test_a_shipped_run_by_name_and_a_relative_directory_resolve_to_one_path(monk
 
 def test_errors_name_the_field_and_the_fix(tmp_path):
     assert "neither a shipped run" in _error(run=str(tmp_path), tasks=["induction"])
+    for odd in ("0" * 1000, "a\x00b", "~nobody-here/x"):  # too long for the filesystem, a NUL byte
+        assert "neither a shipped run" in _error(run=odd, tasks=["induction"])
     assert "tasks[1]: unknown task 'nope'" in _error(run="induction-2l", tasks=["ioi", "nope"])
     assert "each task at most once" in _error(run="induction-2l", tasks=["ioi", "ioi"])
     assert "unknown method 'magic'" in _error(run="induction-2l", tasks=["ioi"], method="magic")
