@@ -3,9 +3,10 @@
 Starts the local services, a worker process and the API; submits IOI, induction and greater-than
 discovery jobs on ``multitask``; follows them; reads the stored circuits back; prints their overlap
 table and the heads the IOI and induction circuits share (a read-only Cypher query through the
-API); ends with one competition experiment on the IOI and induction circuits (POST
-/v1/experiments) and prints its headline table; then stops the worker and the API it started (the
-services keep running).
+API); runs one competition experiment on the IOI and induction circuits (POST
+/v1/experiments) and prints its headline table; ends with the formation timeline of the shipped
+checkpointed run ``induction-2l`` (POST /v1/timelines) and prints when its induction circuit
+formed; then stops the worker and the API it started (the services keep running).
 """
 
 from __future__ import annotations
@@ -124,6 +125,25 @@ def _discover_and_compare(client: httpx.Client, args: argparse.Namespace, worker
     ids = {task: job["circuit_id"] for task, job in finished.items()}
     _report(client, ids)
     _compete(client, args, ids, worker_log)
+    _timeline(client, args, worker_log)
+
+
+def _timeline(client: httpx.Client, args: argparse.Namespace, worker_log: Path | None) -> None:
+    """The induction circuit of the shipped run at each of its checkpoints (~10 s), summarised."""
+    from api.cli.timelines import summary
+
+    body = {"run": "induction-2l", "tasks": ["induction"]}
+    job_id = client.post("/v1/timelines", json=body).raise_for_status().json()["id"]
+    print(f"\nsubmitted a formation timeline (induction over the checkpoints of induction-2l, {job_id})",
+          flush=True)
+    job = _follow(client, {"timeline": job_id}, args.timeout)["timeline"]
+    if job["state"] != "succeeded":
+        raise ServiceError(f"the timeline did not succeed: {job.get('error')}"
+                           + (f"\n{tail(worker_log)}" if worker_log else ""))
+    data = client.get(f"/v1/timelines/{job['result_id']}").raise_for_status().json()
+    facts = [line for line in summary(data).splitlines() if line.startswith(("induction:", "in-context"))]
+    print("\n".join(facts))  # when its components joined, when it stabilised, the change-point
+    print(f"draw it: circuits timelines show {job['result_id']} --png timeline.png")
 
 
 def _compete(client: httpx.Client, args: argparse.Namespace, ids: dict[str, str],
