@@ -103,23 +103,26 @@ def faithfulness_curve(problem, scores: Mapping[str, float],  # noqa: ANN001 - d
     ablated. ``metric``: the task metric by default."""
     import torch
 
-    from discovery.evaluate import evaluate
+    from discovery.circuit import Metrics
+    from discovery.evaluate import metric_of
 
     xs = check_fractions(fractions)
-    graph = problem.graph
+    graph, metric = problem.graph, metric or problem.batch.data.metric
     once = graph.edge_valid()  # each graph edge once (a tie set at its first input)
-    names = [graph.edge(u, k).name for u, k in graph.edges_in_order() if once[u, k]]
-    ranked = sorted(names, key=lambda n: (n not in scores, -abs(scores.get(n, 0.0)), n))
-    points, base = [], None
+    edges = {graph.edge(u, k).name: (u, k) for u, k in graph.edges_in_order() if once[u, k]}
+    ranked = sorted(edges, key=lambda n: (n not in scores, -abs(scores.get(n, 0.0)), n))
+    rows = torch.tensor([edges[n][0] for n in ranked])
+    cols = torch.tensor([edges[n][1] for n in ranked])
+    valid = graph.valid()
+    full, empty = metric_of(problem, valid, metric), metric_of(problem, torch.zeros_like(valid), metric)
+    points = []
     for x in xs:
         keep = kept_edges(len(ranked), x)
         mask = torch.zeros_like(once)
-        for name in ranked[:keep]:
-            mask[graph.index_of(name)] = True
-        if graph.tied:  # a grouped k/v edge stands for every input of its group
-            mask = graph.tie_mask(mask)
-        result = evaluate(problem, mask, metric)
-        base = base or result
-        points.append(CurvePoint(fraction=x, n_edges=keep, metric=result.circuit,
-                                 faithfulness=result.faithfulness))
-    return Curve(points=tuple(points), metric=base.metric, full=base.full, empty=base.empty)
+        mask[rows[:keep], cols[:keep]] = True
+        mask = graph.tie_mask(mask) & valid  # a grouped k/v edge stands for every input of its group
+        value = metric_of(problem, mask, metric)
+        points.append(CurvePoint(fraction=x, n_edges=keep, metric=value,
+                                 faithfulness=Metrics(full=full, empty=empty, circuit=value,
+                                                      name=metric).faithfulness))
+    return Curve(points=tuple(points), metric=metric, full=full, empty=empty)

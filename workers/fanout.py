@@ -71,12 +71,14 @@ class FanOut:
                 if all(self.records[p.id].get("state") in TERMINAL for p in self.parts):
                     return self.records
                 ran = False
-                for part in self.parts:
-                    if self.records[part.id].get("state") == "queued" or self._stale(part):
-                        outcome = run_job(f"{self.run.runner}/inline", part.id, parent=self.run,
-                                          watch=lambda child, part=part: self._publish(part, child.fields))
-                        ran = ran or "skipped" not in outcome
-                        self.run.check()
+                for part in self.parts:  # the claim decides: a part alive elsewhere is skipped ("busy")
+                    if self.records[part.id].get("state") in TERMINAL:
+                        continue
+                    outcome = run_job(f"{self.run.runner}/inline", part.id, parent=self.run,
+                                      watch=lambda child, part=part: self._publish(part, child.fields))
+                    self.run.check()
+                    if "skipped" not in outcome:
+                        ran = True
                         break
                 if not ran:
                     self._publish()
@@ -91,14 +93,6 @@ class FanOut:
         for part in self.parts:
             if self.records.get(part.id, {}).get("state") not in TERMINAL:
                 self.records[part.id] = self.run.redis_call(lambda part=part: jobs.get(part.id)) or {}
-
-    def _stale(self, part: Part) -> bool:
-        """A running part whose runner stopped beating (claim decides; this only says try)."""
-        record = self.records[part.id]
-        if record.get("state") != "running":
-            return False
-        heartbeat = float(record.get("heartbeat") or 0)
-        return self.run.jobs.now() - heartbeat > self.run.settings.job_stale_s
 
     def _fail_on_failed_part(self) -> None:
         for part in self.parts:
