@@ -5,6 +5,7 @@ against numbers measured in the same run.
     python bench/discovery.py                       # shipped models on this machine (CPU)
     python bench/discovery.py --dtype bfloat16      # the same in bf16 (metrics still fp32)
     python bench/discovery.py --device cuda --gpt2-small --reference-edges 300
+    python bench/discovery.py --sweep --pairs multitask:ioi --threads 1   # threshold sweeps (bench/sweep.py)
 
 Every row (model, task, method) runs in a fresh subprocess, so its ``peak MiB`` is that row's
 alone: on CPU the process's maximum resident set (``resource.getrusage(...).ru_maxrss``: torch,
@@ -197,6 +198,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--max-batch-memory", type=int, help="bytes one batched pass may use "
                         "(default: half the available memory); smaller splits EAP-IG and ACDC batches")
+    parser.add_argument("--sweep", action="store_true", help="time threshold sweeps (bench/sweep.py) instead")
+    parser.add_argument("--sweep-methods", default="acdc,eap-ig", help="with --sweep")
+    parser.add_argument("--sweep-grids", default="wide,narrow", help="with --sweep: wide and/or narrow")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "TASK", "METHOD"),
                         help="run one row in this process and print it as JSON (what each row's subprocess does)")
     args = parser.parse_args()
@@ -208,6 +212,11 @@ def main() -> None:
     logging.set_verbosity_error()
     if args.one:
         print(json.dumps(run_row(*args.one, args)))
+        return
+    if args.sweep:
+        from bench import sweep
+
+        sweep.main(args)
         return
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()} threads"
     memory = ("torch.cuda.max_memory_allocated during the search" if args.device.startswith("cuda")

@@ -281,6 +281,12 @@ class Circuit:
     provenance: Provenance
     graph: GraphShape | None = None  # the model's graph, for exports that list every edge
     edge_scores: dict[str, float] = field(default_factory=dict)  # every scored edge, kept or not
+    #: the method's faithfulness curve on the task (:meth:`discovery.curves.Curve.to_dict`: metric,
+    #: full, empty, points [{fraction, n_edges, metric, faithfulness}], cpr, cmd), when measured
+    curve: dict[str, Any] | None = None
+    #: how stable the circuit is under other edge orders and prompt draws
+    #: (:mod:`discovery.stability`: jaccard means, n of each, core edges), when measured
+    stability: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         names = {n.name for n in self.nodes}
@@ -308,6 +314,8 @@ class Circuit:
             provenance=Provenance(**data["provenance"]),
             graph=GraphShape(**data["graph"]) if data.get("graph") else None,
             edge_scores=dict(data.get("edge_scores") or {}),
+            curve=data.get("curve"),
+            stability=data.get("stability"),
         )
 
     @classmethod

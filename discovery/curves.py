@@ -12,7 +12,7 @@ edges, linear, not log). The integrals are torch-free (:func:`cpr`, :func:`cmd`)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 #: MIB's ladder: the share of the graph's edges kept at each point.
 MIB_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -89,6 +89,19 @@ class Curve:
     def cmd(self) -> float:
         return cmd(self.fractions, self._faithfulness())
 
+    def to_dict(self) -> dict:
+        """JSON-ready: what :attr:`discovery.circuit.Circuit.curve` holds (cpr/cmd None when
+        faithfulness is undefined)."""
+        defined = all(p.faithfulness is not None for p in self.points)
+        return {"metric": self.metric, "full": self.full, "empty": self.empty,
+                "points": [asdict(p) for p in self.points],
+                "cpr": self.cpr if defined else None, "cmd": self.cmd if defined else None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Curve:
+        return cls(points=tuple(CurvePoint(**p) for p in data["points"]), metric=data["metric"],
+                   full=data["full"], empty=data["empty"])
+
 
 def kept_edges(n_edges: int, fraction: float) -> int:
     """How many edges the share ``fraction`` keeps: at least one, rounded to the nearest."""
@@ -126,3 +139,17 @@ def faithfulness_curve(problem, scores: Mapping[str, float],  # noqa: ANN001 - d
                                  faithfulness=Metrics(full=full, empty=empty, circuit=value,
                                                       name=metric).faithfulness))
     return Curve(points=tuple(points), metric=metric, full=full, empty=empty)
+
+
+def held_out_curve(model, request, scores: Mapping[str, float],  # noqa: ANN001 - LoadedModel, DiscoveryRequest
+                   fractions: Sequence[float] = MIB_FRACTIONS) -> Curve:
+    """The curve of ``scores`` (a circuit's ``edge_scores``) found by ``request`` on ``model``,
+    measured on prompts the search did not see (drawn with ``request.seed + 1``), under the task's
+    metric and the request's ablation, at ``fractions``."""
+    from discovery.discover import build_problem, task_data
+
+    xs = check_fractions(fractions)
+    data = task_data(request.task, model, request.n_prompts, request.seed + 1)
+    problem = build_problem(model, data, metric=data.metric, ablation=request.ablation,
+                            dtype=request.dtype, kv_inputs=request.kv_inputs)
+    return faithfulness_curve(problem, scores, xs)

@@ -7,6 +7,7 @@ import hashlib
 import platform
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from discovery.algorithms import AlgorithmConfig, get_algorithm
+from discovery.algorithms import AlgorithmConfig, AlgorithmResult, get_algorithm
 from discovery.algorithms.base import Progress
 from discovery.arch import graph_shape, read_saved_weights, read_weights
 from discovery.circuit import Circuit, Node
@@ -147,6 +148,61 @@ def discover(request: DiscoveryRequest, *, progress: Progress | None = None,
     already loaded model (a worker's cache); ``data``: the task's pairs (an inline custom task)."""
     algorithm = get_algorithm(request.method)
     config = request.config()
+    run = _prepare(request, model, data)
+    result = algorithm(run.problem, config, progress)
+    searched = time.monotonic()
+    return _circuit_of(request, run, result, {"prepare_s": run.prepared - run.started,
+                                              "search_s": searched - run.prepared}, searched)
+
+
+#: methods whose sweep shares work between thresholds: ACDC's one search
+#: (:mod:`discovery.algorithms.acdc_sweep`), attribution's one scoring cut at each threshold
+SWEEP_SHARED = ("acdc", "eap", "eap-ig")
+
+
+def discover_sweep(request: DiscoveryRequest, thresholds: Sequence[float], *,
+                   progress: Progress | None = None, model: LoadedModel | None = None,
+                   data: TaskData | None = None) -> list[Circuit]:
+    """The circuit of ``request`` at every threshold (in the order given), each equal to
+    :func:`discover` at that threshold, from one search where the method allows
+    (:data:`SWEEP_SHARED`); other methods run once per threshold. ``top_n`` must be unset.
+    Each circuit's ``search_s`` is the whole sweep's search time (shared)."""
+    from discovery.algorithms.acdc_sweep import check_thresholds, sweep
+
+    grid = check_thresholds(thresholds)
+    if request.top_n is not None:
+        raise ValueError("top_n: a threshold sweep thresholds scores; leave top_n unset")
+    if request.method not in SWEEP_SHARED:
+        model = model or load_model(request.model, device=request.device)
+        return [discover(replace(request, threshold=t), progress=progress, model=model, data=data)
+                for t in grid]
+    run = _prepare(request, model, data)
+    if request.method == "acdc":
+        results = sweep(run.problem, grid, request.config(), progress)
+    else:
+        from discovery.algorithms.attribution import select
+
+        scored = get_algorithm(request.method)(run.problem, request.config(), progress)
+        results = [AlgorithmResult(select(scored.scores, replace(request.config(), threshold=t),
+                                          run.problem.graph), scored.scores, scored.stats) for t in grid]
+    searched = time.monotonic()
+    timings = {"prepare_s": run.prepared - run.started, "search_s": searched - run.prepared}
+    return [_circuit_of(replace(request, threshold=t), run, r, timings, time.monotonic())
+            for t, r in zip(grid, results, strict=True)]
+
+
+@dataclass
+class _Prepared:
+    """A request's model, prompts and problem, and when preparing started and ended."""
+
+    model: LoadedModel
+    data: TaskData
+    problem: Problem
+    started: float
+    prepared: float
+
+
+def _prepare(request: DiscoveryRequest, model: LoadedModel | None, data: TaskData | None) -> _Prepared:
     if data is None and not (request.task.endswith(".json") or Path(request.task).exists()):
         get_task(request.task)  # an unknown task fails here, before a model is loaded
     started = time.monotonic()
@@ -156,10 +212,13 @@ def discover(request: DiscoveryRequest, *, progress: Progress | None = None,
     problem = build_problem(model, data, metric=request.metric or default_metric,
                             ablation=request.ablation, dtype=request.dtype,
                             kv_inputs=request.kv_inputs)
-    prepared = time.monotonic()
-    result = algorithm(problem, config, progress)
-    searched = time.monotonic()
-    graph = problem.graph
+    return _Prepared(model, data, problem, started, time.monotonic())
+
+
+def _circuit_of(request: DiscoveryRequest, run: _Prepared, result: AlgorithmResult,
+                timings: dict[str, float], searched: float) -> Circuit:
+    """The circuit of a search's ``result``: dangling edges pruned, evaluated, with provenance."""
+    problem, graph = run.problem, run.problem.graph
     # Dangling edges carry nothing (discovery.prune); the metrics are those of the cleaned circuit.
     # one entry per graph edge: a tie set (k/v of a key-value group) at its first column
     once = graph.leaders()[None]
@@ -177,9 +236,9 @@ def discover(request: DiscoveryRequest, *, progress: Progress | None = None,
         nodes=tuple(Node.parse(n) for n in sorted(names)) + neuron_nodes,
         edges=edges,
         metrics=evaluation.as_metrics(),
-        provenance=_provenance(request, model, data, problem, timings={
-            "prepare_s": prepared - started, "search_s": searched - prepared,
-            "evaluate_s": time.monotonic() - searched}, stats=result.stats, pruned=pruned),
+        provenance=_provenance(request, run.model, run.data, problem,
+                               timings={**timings, "evaluate_s": time.monotonic() - searched},
+                               stats=result.stats, pruned=pruned),
         graph=graph.shape,
         edge_scores={k: v for k, v in scores.items() if v is not None},
     )

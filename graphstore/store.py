@@ -162,6 +162,14 @@ def _circuit_props(circuit: Circuit) -> dict[str, Any]:
         "versions": json.dumps(p.versions),
         "provenance": json.dumps(circuit.to_dict()["provenance"]),
         "edge_scores": json.dumps(circuit.edge_scores),
+        # the faithfulness curve and stability as JSON, their headline numbers as properties
+        # Cypher can filter and sort on
+        "curve": json.dumps(circuit.curve) if circuit.curve is not None else None,
+        "cpr": (circuit.curve or {}).get("cpr"),
+        "cmd": (circuit.curve or {}).get("cmd"),
+        "stability": json.dumps(circuit.stability) if circuit.stability is not None else None,
+        "stability_orders": (circuit.stability or {}).get("orders", {}).get("jaccard_mean"),
+        "stability_prompts": (circuit.stability or {}).get("prompts", {}).get("jaccard_mean"),
     })
 
 
@@ -307,7 +315,9 @@ def circuit_from_record(record: Record) -> Circuit:
              if props.get("graph_n_layers") is not None else None)
     return Circuit(id=props["id"], nodes=nodes, edges=edges, metrics=metrics,
                    provenance=Provenance(**json.loads(props["provenance"])), graph=graph,
-                   edge_scores=json.loads(props.get("edge_scores") or "{}"))
+                   edge_scores=json.loads(props.get("edge_scores") or "{}"),
+                   curve=json.loads(props["curve"]) if props.get("curve") else None,
+                   stability=json.loads(props["stability"]) if props.get("stability") else None)
 
 
 def read_circuit(driver: Driver, circuit_id: str, *, database: str) -> Circuit | None:

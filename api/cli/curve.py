@@ -42,11 +42,11 @@ def run_curve(args: argparse.Namespace) -> int:
     fractions = parse_fractions(args.fractions)
     from discovery.tasks import get_task
 
-    task = get_task(args.task)  # an unknown task fails here, before torch and the model load
+    get_task(args.task)  # an unknown task fails here, before torch and the model load
     import torch
 
-    from discovery.curves import faithfulness_curve
-    from discovery.discover import DiscoveryRequest, build_problem, discover
+    from discovery.curves import held_out_curve
+    from discovery.discover import DiscoveryRequest, discover
     from discovery.models import load_model
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -54,11 +54,9 @@ def run_curve(args: argparse.Namespace) -> int:
     request = DiscoveryRequest(model=args.model, task=args.task, method=args.method, threshold=args.threshold,
                                n_prompts=args.n_prompts, seed=args.seed, ablation=args.ablation)
     circuit = discover(request, model=model)
-    data = task.generate(args.n_prompts, seed=args.seed + 1)  # prompts the search did not see
-    problem = build_problem(model, data, metric=data.metric, ablation=args.ablation)
-    curve = faithfulness_curve(problem, circuit.edge_scores, fractions)
+    curve = held_out_curve(model, request, circuit.edge_scores, fractions)  # prompts drawn with seed + 1
     print(f"{args.method} on {args.model}/{args.task}: edges ranked by |score| ({len(circuit.edge_scores)} "
-          f"scored), {args.ablation} ablation, {data.metric} on {len(data.pairs)} held-out prompt pairs")
+          f"scored), {args.ablation} ablation, {curve.metric} on {args.n_prompts} held-out prompt pairs")
     print(f"{'share':>7}  {'edges':>6}  {'metric':>8}  faithfulness")
     for p in curve.points:
         f = "undefined" if p.faithfulness is None else f"{p.faithfulness:.3f}"
