@@ -144,8 +144,30 @@ function renderCircuit(circuit, svgText) {
     svg.setAttribute("width", "100%");
     holder.append(svg);
   }
+  renderCurve(circuit.curve, p);
   fillRows($("#nodes tbody"), circuit.nodes.map((n) => [n.name, n.kind, n.layer, n.head, num(n.score)]));
   fillRows($("#edges tbody"), circuit.edges.map((e) => [e.src, e.dst, e.input, num(e.score)]));
+}
+
+// The method's faithfulness curve (MIB: faithfulness at a ladder of shares of the edges), stored with
+// circuits of studies and `circuits curve`; the x axis is log10 of the share, labelled as the share.
+function renderCurve(curve, provenance) {
+  const holder = $("#curve");
+  holder.replaceChildren();
+  if (!curve || !curve.points || !curve.points.length) {
+    holder.textContent = "No faithfulness curve stored with this circuit (studies store one).";
+    return;
+  }
+  const xs = curve.points.map((pt) => Math.log10(pt.fraction));
+  const values = curve.points.map((pt) => (pt.faithfulness === null ? NaN : pt.faithfulness));
+  const stat = curve.cpr === null || curve.cpr === undefined ? "faithfulness undefined"
+    : `CPR ${num(curve.cpr)}, CMD ${num(curve.cmd)}`;
+  holder.append(lineChart({
+    title: `${provenance.method} faithfulness (${curve.metric}) by circuit size: ${stat}`,
+    xLabel: "share of the graph's edges kept (log scale)", xs, xName: "share",
+    xFormat: (x) => String(Number((10 ** x).toPrecision(2))),
+    series: [{ key: "faithfulness", name: "faithfulness", values }], width: 520,
+  }));
 }
 
 function setNumber(selector, value) {

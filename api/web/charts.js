@@ -63,7 +63,10 @@ function extent(values, pad = 0.08) {
 
 // A line chart: xs shared by every series; series = [{key, name, values}]; yRange fixed or fitted.
 // Each point is a <circle data-x data-y> inside <g class="series" data-series=key>, with a <title>.
-function lineChart({ title, xLabel, xs, series, yRange = null, width = 380, height = 230 }) {
+// xFormat labels the x ticks (e.g. a log axis passes log10 values and formats them back); xName
+// names x in each point's tooltip.
+function lineChart({ title, xLabel, xs, series, yRange = null, width = 380, height = 230,
+  xFormat = String, xName = "alpha" }) {
   const m = { left: 52, right: 12, top: 30 + 13 * series.length, bottom: 40 }; // legend under the title
   const svg = svgEl("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
   svg.append(svgEl("title", {}, title));
@@ -76,7 +79,7 @@ function lineChart({ title, xLabel, xs, series, yRange = null, width = 380, heig
   axis.append(svgEl("line", { x1: m.left, y1: py(y0), x2: width - m.right, y2: py(y0) }));
   axis.append(svgEl("line", { x1: m.left, y1: py(y0), x2: m.left, y2: m.top }));
   for (const x of xs) {
-    axis.append(svgEl("text", { x: px(x), y: height - m.bottom + 14, "text-anchor": "middle" }, String(x)));
+    axis.append(svgEl("text", { x: px(x), y: height - m.bottom + 14, "text-anchor": "middle" }, xFormat(x)));
   }
   for (const y of ticks(y0, y1)) {
     axis.append(svgEl("line", { x1: m.left, y1: py(y), x2: width - m.right, y2: py(y), class: "grid" }));
@@ -92,7 +95,7 @@ function lineChart({ title, xLabel, xs, series, yRange = null, width = 380, heig
       fill: "none", stroke: colour, "stroke-width": 2 }));
     for (const [x, y] of points) {
       const dot = svgEl("circle", { cx: px(x), cy: py(y), r: 3.5, fill: colour, "data-x": x, "data-y": y });
-      dot.append(svgEl("title", {}, `${s.name}: ${y.toFixed(3)} at alpha ${x}`));
+      dot.append(svgEl("title", {}, `${s.name}: ${y.toFixed(3)} at ${xName} ${xFormat(x)}`));
       g.append(dot);
     }
     g.append(svgEl("line", { x1: m.left, y1: 26 + 13 * i, x2: m.left + 16, y2: 26 + 13 * i, stroke: colour, "stroke-width": 2 }));

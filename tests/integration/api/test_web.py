@@ -124,3 +124,37 @@ def test_page_and_assets_are_served_without_a_key(anonymous):
     assert anonymous.get("/web/app.css").headers["content-type"].startswith("text/css")
     assert anonymous.get("/web/../main.py").status_code == 404
     assert anonymous.get("/web/index.py").status_code == 422
+
+
+def test_circuit_view_draws_its_faithfulness_curve(browser, server, stored, neo4j_driver, settings):
+    """A circuit stored with its curve shows it as a chart (a point per share, CPR/CMD in the
+    title); one without says so. The curve is a real one, measured on held-out prompts."""
+    import dataclasses
+
+    from discovery.curves import held_out_curve
+    from discovery.discover import DiscoveryRequest
+    from discovery.models import load_model
+    from graphstore.store import delete_circuit, write_circuit
+
+    plain = stored["ioi"]
+    request = DiscoveryRequest(model="multitask", task="ioi", n_prompts=8, device="cpu")
+    curve = held_out_curve(load_model("multitask", device="cpu"), request, plain.edge_scores,
+                           (0.01, 0.1, 0.5, 1.0))
+    with_curve = dataclasses.replace(plain, id=plain.id + ".curve", curve=curve.to_dict())
+    write_circuit(neo4j_driver, with_curve, database=settings.neo4j_database)
+    try:
+        driver = browser
+        driver.get(server.url + "/")
+        _use_key(driver, READ_KEY)
+        driver.execute_script("openCircuit(arguments[0])", with_curve.id)
+        _wait(driver, lambda d: _css(d, "#curve svg circle"))
+        points = _css(driver, "#curve svg circle")
+        assert [round(float(p.get_attribute("data-y")), 6) for p in points] == [
+            round(p.faithfulness, 6) for p in curve.points]
+        title = _css(driver, "#curve svg .chart-title")[0].text
+        assert f"CPR {curve.cpr:.3f}" in title and f"CMD {curve.cmd:.3f}" in title
+        driver.execute_script("openCircuit(arguments[0])", plain.id)
+        _wait(driver, lambda d: "No faithfulness curve" in _css(d, "#curve")[0].text)
+        assert not _css(driver, "#curve svg")
+    finally:
+        delete_circuit(neo4j_driver, with_curve.id, database=settings.neo4j_database)

@@ -90,3 +90,30 @@ def test_old_circuits_without_search_metric_list_last(store, db, scratch_model, 
     assert rows[-1].id == old.id and rows[-1].faithfulness_search is None
     assert old.id not in {s.id for s in list_circuits(store, database=db, model=scratch_model,
                                                       min_faithfulness_search=-1e9)}
+
+
+def test_curve_and_stability_round_trip_and_query(store, db, scratch_model):
+    """A circuit's faithfulness curve and stability come back as written; their headline numbers
+    are properties one Cypher query can rank circuits by."""
+    from discovery.curves import Curve, CurvePoint
+
+    points = tuple(CurvePoint(fraction=x, n_edges=n, metric=m, faithfulness=m / 2.0)
+                   for x, n, m in ((0.1, 4, 0.6), (0.5, 20, 1.5), (1.0, 40, 2.0)))
+    curve = Curve(points=points, metric="logit_diff", full=2.0, empty=0.0)
+    stability = {"orders": {"n": 10, "jaccard_mean": 0.8, "jaccard_min": 0.6, "jaccards": [0.8] * 10},
+                 "prompts": {"n": 10, "jaccard_mean": 0.7, "jaccard_min": 0.5, "jaccards": [0.7] * 10},
+                 "core": ["embed->logits"], "core_share": 0.25}
+    circuit = dataclasses.replace(_circuit("a", scratch_model), curve=curve.to_dict(), stability=stability)
+    plain = _circuit("b", scratch_model)
+    for c in (circuit, plain):
+        write_circuit(store, c, database=db)
+    back = read_circuit(store, circuit.id, database=db)
+    assert back == circuit and Curve.from_dict(back.curve) == curve
+    assert read_circuit(store, plain.id, database=db).curve is None
+    records, _, _ = store.execute_query(
+        "MATCH (c:Circuit)-[:OF_MODEL]->(:Model {id: $model}) WHERE c.cpr IS NOT NULL "
+        "RETURN c.id AS id, c.cpr AS cpr, c.cmd AS cmd, c.stability_orders AS so, "
+        "c.stability_prompts AS sp", model=scratch_model, database_=db)
+    assert [r["id"] for r in records] == [circuit.id]
+    assert records[0]["cpr"] == pytest.approx(curve.cpr) and records[0]["cmd"] == pytest.approx(curve.cmd)
+    assert (records[0]["so"], records[0]["sp"]) == (0.8, 0.7)
