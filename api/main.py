@@ -11,11 +11,23 @@ from fastapi import FastAPI
 from api import errors, openapi
 from api.deps import Resources
 from api.limits import BodySizeLimit
-from api.routers import circuits, compare, cypher, experiments, health, jobs, models, tasks, timelines, web
+from api.routers import (
+    circuits,
+    compare,
+    cypher,
+    experiments,
+    health,
+    jobs,
+    models,
+    studies,
+    tasks,
+    timelines,
+    web,
+)
 from api.security import FailedKeys, check_keys_for_bind
 from workers.settings import Settings, get_settings
 
-ROUTERS = (health, web, jobs, experiments, timelines, circuits, compare, models, tasks, cypher)
+ROUTERS = (health, web, jobs, experiments, timelines, studies, circuits, compare, models, tasks, cypher)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

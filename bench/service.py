@@ -5,6 +5,11 @@ many were accepted and finished, submission latency, and throughput. Needs the l
 
     python bench/service.py [--jobs 50] [--workers 1]
     python bench/service.py --soak [--jobs 40]
+    python bench/service.py --study [--n-prompts 50]
+
+``--study`` times one study of 5 tasks x 3 methods (acdc, eap, eap-ig on ``multitask``: 15 pieces)
+from submission to its stored summary, with 1 and then 2 worker processes (OMP_NUM_THREADS=1
+each), and prints the wall times and the speed-up; the study is deleted afterwards.
 
 ``--soak`` runs on scratch servers of its own instead (a Redis and a Neo4j on free ports in a
 temporary folder, never the shared ones): N jobs are submitted at a steady pace while Redis and then
@@ -185,6 +190,59 @@ def _soak_report(n, ids, refused, jobs, counts, restarts, wall, log) -> None:  #
         print("problem:", jobs.get(job_id, {"id": job_id}))
 
 
+# -- a study with 1 and with 2 worker processes --------------------------------------------------
+STUDY = {"model": "multitask", "tasks": "all", "methods": ["acdc", "eap", "eap-ig"]}
+
+
+def _ready(logs: list[Path], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(log.exists() and "ready" in log.read_text() for log in logs):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers not ready after {timeout_s:g} s; see {logs}")
+        time.sleep(0.2)
+
+
+def _time_study(n_workers: int, n_prompts: int, tmp: Path) -> dict:
+    """Wall time of one study on ``n_workers`` fresh worker processes (booted first, not timed)."""
+    url = get_settings().redis_url.rsplit("/", 1)[0] + "/13"
+    redis.Redis.from_url(url).flushdb()
+    env = {"ATLAS_REDIS_URL": url, "OMP_NUM_THREADS": "1"}
+    api = ApiServer(tmp, env)
+    logs = [tmp / f"study-w{n_workers}-{i}.log" for i in range(n_workers)]
+    workers = [spawn([sys.executable, "-m", "api.cli", "worker", "--queues", "cpu"], log, env=env, cwd=ROOT)
+               for log in logs]
+    try:
+        _ready(logs)
+        with httpx.Client(base_url=api.url, headers=HEADERS, timeout=30) as client:
+            start = time.perf_counter()
+            study_id = client.post("/v1/studies", json={**STUDY, "n_prompts": n_prompts}).raise_for_status().json()["id"]
+            while (study := client.get(f"/v1/studies/{study_id}").json())["state"] not in TERMINAL:
+                time.sleep(0.2)
+            wall = time.perf_counter() - start
+            client.delete(f"/v1/studies/{study_id}")  # the bench leaves nothing stored
+    finally:
+        for w in workers:
+            stop_group(w)
+        api.stop()
+    per_worker = {}
+    for piece in study["pieces"]:
+        per_worker[piece.get("worker")] = per_worker.get(piece.get("worker"), 0) + 1
+    return {"workers": n_workers, "state": study["state"], "pieces": len(study["pieces"]), "wall": wall,
+            "split": "/".join(str(n) for n in sorted(per_worker.values(), reverse=True))}
+
+
+def study_bench(n_prompts: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [_time_study(n, n_prompts, Path(tmp)) for n in (1, 2)]
+    print(f"study: multitask, 5 tasks x 3 methods (acdc, eap, eap-ig), {n_prompts} prompt pairs, "
+          "MIB curve per piece")
+    print("| workers | state | pieces | pieces per worker | wall s | speed-up |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['workers']} | {row['state']} | {row['pieces']} | {row['split']} | {row['wall']:.1f} | "
+              f"{rows[0]['wall'] / row['wall']:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50)
@@ -194,7 +252,13 @@ def main() -> None:
     parser.add_argument("--pace", type=float, default=0.5, help="soak: seconds between submissions")
     parser.add_argument("--redis-pause", type=float, default=6.0, help="soak: seconds Redis stays down")
     parser.add_argument("--neo4j-pause", type=float, default=5.0, help="soak: seconds Neo4j stays down")
+    parser.add_argument("--study", action="store_true",
+                        help="one 5-task x 3-method study with 1 and with 2 worker processes: wall time, speed-up")
+    parser.add_argument("--n-prompts", type=int, default=50, help="study: prompt pairs per piece")
     args = parser.parse_args()
+    if args.study:
+        study_bench(args.n_prompts)
+        return
     if args.soak:
         soak(args.jobs, args.pace, args.redis_pause, args.neo4j_pause)
         return

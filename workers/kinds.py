@@ -28,6 +28,8 @@ from workers.fanout import FanOut, Part, part_id
 from workers.jobspec import JobSpec
 from workers.machinery import JobRun, cached_model, with_store
 from workers.settings import Settings
+from workers.studyrun import run_piece, run_study, undo_study
+from workers.studyspec import PieceSpec, StudySpec
 from workers.timelinespec import CheckpointSpec, TimelineSpec
 
 
@@ -221,6 +223,8 @@ KINDS: dict[str, JobKind] = {
                         "DELETE /v1/timelines"),
     "timeline-checkpoint": JobKind("timeline-checkpoint", CheckpointSpec, run_checkpoint, undo_nothing,
                                    "checkpoint's circuits"),
+    "study": JobKind("study", StudySpec, run_study, undo_study, "study", "DELETE /v1/studies"),
+    "study-piece": JobKind("study-piece", PieceSpec, run_piece, undo_nothing, "piece's circuits"),
 }
 
 

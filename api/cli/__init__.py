@@ -7,10 +7,10 @@ import argparse
 import os
 import sys
 
-from api.cli import compete, curve, demo, discover, jobs, serve, services, stored, timelines, zoo
+from api.cli import compete, curve, demo, discover, jobs, serve, services, stored, studies, timelines, zoo
 from api.ops.process import ServiceError
 
-_COMMANDS = (services, serve, demo, zoo, discover, stored, jobs, compete, timelines, curve)
+_COMMANDS = (services, serve, demo, zoo, discover, stored, jobs, compete, timelines, studies, curve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,8 @@ READ_ROUTES = [
     ("GET", "/v1/timelines", None),
     ("GET", "/v1/timelines/runs", None),
     ("GET", "/v1/timelines/{timeline_id}", None),
+    ("GET", "/v1/studies", None),
+    ("GET", "/v1/studies/{study_id}", None),
 ]
 WRITE_ROUTES = [
     ("DELETE", "/v1/circuits/{circuit_id}", None),
@@ -40,6 +42,8 @@ WRITE_ROUTES = [
     ("DELETE", "/v1/experiments/{experiment_id}", None),
     ("POST", "/v1/timelines", {"run": "none", "tasks": ["induction"]}),
     ("DELETE", "/v1/timelines/{timeline_id}", None),
+    ("POST", "/v1/studies", {"model": "none", "methods": ["acdc"]}),
+    ("DELETE", "/v1/studies/{study_id}", None),
 ]
 ALL_ROUTES = READ_ROUTES + WRITE_ROUTES
 
@@ -48,7 +52,7 @@ def _send(client: httpx.Client, method: str, path: str, body: dict | None,
           key: str | None) -> httpx.Response:
     url = path.format(circuit_id=f"none-{uuid.uuid4().hex[:6]}", model="none", job_id="none",
                       experiment_id=f"none-{uuid.uuid4().hex[:6]}",
-                      timeline_id=f"none-{uuid.uuid4().hex[:6]}")
+                      timeline_id=f"none-{uuid.uuid4().hex[:6]}", study_id=f"none-{uuid.uuid4().hex[:6]}")
     headers = {"X-API-Key": key} if key is not None else {}
     return client.request(method, url, json=body, headers=headers)
 
