@@ -46,6 +46,18 @@ def _echo(value: str) -> str:
     return repr(value[:_ECHO] + ("..." if len(value) > _ECHO else ""))
 
 
+def known_model(value: str) -> str:
+    """``value`` when it names a shipped model of a supported architecture; else ValueError
+    naming the models there are (shared by every spec that names a model)."""
+    models = shipped_models()
+    if value not in models:
+        raise ValueError(f"unknown model {_echo(value)}; use one of {', '.join(models)}")
+    why = unsupported_architecture(json.loads((models[value] / "config.json").read_text()))
+    if why:
+        raise ValueError(f"model {value}: {why}")
+    return value
+
+
 class JobSpec(BaseModel):
     """One discovery job. ``task`` is a built-in task name or a custom task inline, in the
     custom-task JSON format (``{"name", "metric", "pairs": [...]}``)."""
@@ -85,13 +97,7 @@ class JobSpec(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        models = shipped_models()
-        if value not in models:
-            raise ValueError(f"unknown model {_echo(value)}; use one of {', '.join(models)}")
-        why = unsupported_architecture(json.loads((models[value] / "config.json").read_text()))
-        if why:
-            raise ValueError(f"model {value}: {why}")
-        return value
+        return known_model(value)
 
     @field_validator("task")
     @classmethod

@@ -9,16 +9,15 @@ the chosen circuit (MIB's CPR and CMD) on held-out prompts."""
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from discovery.catalog import ABLATIONS, METHODS, model_summary, shipped_models, unsupported_architecture
+from discovery.catalog import ABLATIONS, METHODS, model_summary
 from discovery.curves import MIB_FRACTIONS, check_fractions
 from discovery.tasks import TASKS
-from workers.jobspec import MAX_SEED, MAX_THRESHOLD, Device, _echo, one_of, small_enough
+from workers.jobspec import MAX_SEED, MAX_THRESHOLD, Device, _echo, known_model, one_of, small_enough
 
 #: At most this many pieces (tasks x methods), grid thresholds, and circuits (pieces x points).
 MAX_PIECES = 64
@@ -78,13 +77,7 @@ class StudySpec(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        models = shipped_models()
-        if value not in models:
-            raise ValueError(f"unknown model {_echo(value)}; use one of {', '.join(models)}")
-        why = unsupported_architecture(json.loads((models[value] / "config.json").read_text()))
-        if why:
-            raise ValueError(f"model {value}: {why}")
-        return value
+        return known_model(value)
 
     @field_validator("tasks")
     @classmethod
