@@ -49,7 +49,7 @@ class JobPublic(BaseModel):
     its timeline job, ``worker`` the process that ran it), readable here like any job."""
 
     id: str
-    kind: str = "discovery"  # discovery, experiment, timeline, timeline-checkpoint
+    kind: str = "discovery"  # discovery, experiment, timeline, timeline-checkpoint, study, study-piece
     state: str  # queued, running, succeeded, failed, cancelled
     spec: dict[str, Any]
     queue: str
