@@ -3,7 +3,6 @@ and provenance: what the CLI and the workers run."""
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 import uuid
@@ -22,6 +21,7 @@ from discovery.circuit import Circuit, Node
 from discovery.evaluate import evaluate
 from discovery.graph import Graph
 from discovery.models import LoadedModel, load_model
+from discovery.orders import check_order, describe, order_names, order_sha256
 from discovery.problem import Problem
 from discovery.prune import prune_edges
 from discovery.tasks import get_task
@@ -29,14 +29,11 @@ from discovery.tasks.base import TaskData
 from discovery.tasks.custom import load_custom_task
 from discovery.tasks.tokens import tokenize_task, tokenizer_sha256
 
-_ACDC_ORDER = "receivers reverse-topological (logits first), senders latest-first"
-#: How each method that decides edges one at a time visits them (Graph.edges_in_order); methods
-#: missing here score every edge at once, so no order matters.
-EDGE_ORDERS: dict[str, str] = {
-    "acdc": _ACDC_ORDER,
-    "acdc-reference": _ACDC_ORDER,
-    "eap-ig+acdc": _ACDC_ORDER + ", over the EAP-IG candidates only",
-}
+#: Methods that decide edges one at a time, so that the order they visit them in
+#: (DiscoveryRequest.edge_order, discovery.orders) is part of the result; each maps to what it
+#: adds to the order's description. Methods missing here score every edge at once.
+EDGE_ORDERS: dict[str, str] = {"acdc": "", "acdc-reference": "",
+                               "eap-ig+acdc": ", over the EAP-IG candidates only"}
 #: ``--dtype`` names -> the dtype the weights, node outputs and passes run in. Metrics, KL and
 #: EAP's gradients accumulate in fp32 whatever this is (discovery.problem, attribution).
 #: ``--kv-inputs`` choices (DiscoveryRequest.kv_inputs)
@@ -72,8 +69,11 @@ class DiscoveryRequest:
     #: and v inputs; "group" one k and one v input per key-value group (node a{L}.kv{G}). On a
     #: model without GQA "group" is the identity grouping (G = n_heads: one group per head).
     kv_inputs: str = "head"
+    #: ACDC's edge order (discovery.orders): ours, auto-circuit or random:SEED
+    edge_order: str = "ours"
 
     def __post_init__(self) -> None:
+        check_order(self.edge_order)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.granularity not in ("edges", "neurons"):
@@ -85,7 +85,8 @@ class DiscoveryRequest:
 
     def config(self) -> AlgorithmConfig:
         return AlgorithmConfig(threshold=self.threshold, top_n=self.top_n, ig_steps=self.ig_steps,
-                               **{"max_batch_memory": self.max_batch_memory, **self.algorithm})
+                               **{"max_batch_memory": self.max_batch_memory,
+                                  "edge_order": self.edge_order, **self.algorithm})
 
 
 def task_data(task: str, model: LoadedModel | None, n: int, seed: int) -> TaskData:
@@ -265,14 +266,14 @@ def _neurons(problem: Problem, mask: torch.Tensor, names: set[str], request: Dis
     return tuple(found)
 
 
-def edge_order_names(graph: Graph) -> list[str]:
-    """Every edge name in ACDC's visiting order (:meth:`Graph.edges_in_order`)."""
-    return [graph.edge(u, k).name for u, k in graph.edges_in_order()]  # a tie set once
+def edge_order_names(graph: Graph, order: str = "ours") -> list[str]:
+    """Every edge name in ACDC's visiting order ``order`` (:mod:`discovery.orders`), a tie set once."""
+    return order_names(graph, order)
 
 
-def edge_order_sha256(graph: Graph) -> str:
+def edge_order_sha256(graph: Graph, order: str = "ours") -> str:
     """sha256 of :func:`edge_order_names` joined by newlines: a second tool checks its order by it."""
-    return hashlib.sha256("\n".join(edge_order_names(graph)).encode()).hexdigest()
+    return order_sha256(graph, order)
 
 
 def _version(package: str) -> str:
@@ -295,11 +296,14 @@ def _provenance(request, model, data, problem, *, timings, stats, pruned):
         architecture=model.architecture, dataset_hash=problem.batch.data.dataset_hash, threshold=request.threshold,
         search_metric=problem.metric, ablation=request.ablation,
         prepend_bos=problem.batch.prepend_bos, tokenizer_sha256=tokenizer_sha256(model.tokenizer),
-        edge_order=EDGE_ORDERS.get(request.method),
-        edge_order_sha256=edge_order_sha256(problem.graph) if request.method in EDGE_ORDERS else None,
+        edge_order=(describe(request.edge_order) + EDGE_ORDERS[request.method]
+                    if request.method in EDGE_ORDERS else None),
+        edge_order_sha256=(order_sha256(problem.graph, request.edge_order)
+                           if request.method in EDGE_ORDERS else None),
         params={"metric": problem.metric, "ablation": request.ablation, "top_n": request.top_n,
                 "n_prompts": len(data.pairs), "ig_steps": request.ig_steps, "kv_inputs": request.kv_inputs,
                 "edges_total": problem.graph.n_edges, "dangling_removed": pruned.record(),
+                **({"edge_order": request.edge_order} if request.method in EDGE_ORDERS else {}),
                 **{k: float(v) for k, v in stats.items()}},
         seed=request.seed, device=str(model.device), dtype=request.dtype,
         versions={"torch": torch.__version__, "transformer_lens": _version("transformer-lens"),

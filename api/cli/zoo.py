@@ -146,7 +146,7 @@ def run_tasks_export(args: argparse.Namespace) -> int:
                 f"the pairs drawn ({data.dataset_hash[:12]}) are not the circuit's "
                 f"({circuit.provenance.dataset_hash[:12]}): check --model, --task, --n-prompts, --seed")
         if circuit.provenance.edge_order and circuit.graph and circuit.provenance.method in EDGE_ORDERS:
-            names = edge_order_names(Graph(circuit.graph))
+            names = edge_order_names(Graph(circuit.graph), circuit.provenance.params.get("edge_order", "ours"))
             order = {"name": circuit.provenance.edge_order,
                      "sha256": circuit.provenance.edge_order_sha256, "edges": names}
     export = export_task(batch, model.tokenizer, model=model.name, n_prompts=n, seed=seed,

@@ -1,8 +1,10 @@
 """ACDC, the fast implementation the product uses. Same decisions as the reference
 (:mod:`discovery.algorithms.acdc_reference`), found with far fewer, cheaper passes:
 
-* Only the suffix is recomputed. Receivers are visited in reverse topological order, so every node
-  before the current receiver keeps the outputs it had in the full circuit; they are computed once.
+* Only the suffix is recomputed. Receivers are visited in reverse topological order (by default;
+  any :mod:`discovery.orders` order works), so every node before the current receiver keeps the
+  outputs it had in the full circuit; they are computed once, and a node is recomputed (with what
+  reads it) only once its inputs changed and a visit to another node needs it current.
 * Candidates are batched along the batch dimension, speculatively. For a receiver with senders
   e1, e2, ... the batch holds the circuit with e1 removed, with e1 and e2 removed, and so on: ACDC
   removes most edges, so this chain is usually what the sequential algorithm does. Reading the
@@ -21,6 +23,7 @@ import torch
 
 from discovery.algorithms.base import AlgorithmConfig, AlgorithmResult, Progress
 from discovery.memory import batch_budget, bytes_per_row, halving, rows_that_fit
+from discovery.orders import edge_order
 from discovery.problem import Problem
 from discovery.suffix import refresh_after
 
@@ -58,31 +61,60 @@ def _refresh_if_complete(problem: Problem, outputs: torch.Tensor, mask: torch.Te
             refresh_after(problem.suffix, outputs, mask, [graph.inputs[k].node for k in tie])
 
 
+def _visits(order: list[tuple[int, int]]) -> list[tuple[int, list[int]]]:
+    """``order``'s edges grouped into visits: each run of consecutive edges into one receiver
+    (a tie set's first input) becomes ``(receiver, senders in order)``."""
+    visits: list[tuple[int, list[int]]] = []
+    for u, k in order:
+        if visits and visits[-1][0] == k:
+            visits[-1][1].append(u)
+        else:
+            visits.append((k, [u]))
+    return visits
+
+
+def _refresh(problem: Problem, outputs: torch.Tensor, mask: torch.Tensor, stale: set[int]) -> None:
+    """Recompute the cached outputs of the ``stale`` nodes and whatever reads them."""
+    with torch.no_grad():
+        refresh_after(problem.suffix, outputs, mask, [problem.graph.upstream[u] for u in sorted(stale)])
+
+
 def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = None, *,
         start_mask: torch.Tensor | None = None) -> AlgorithmResult:
-    """``start_mask``: edges to consider (the others start removed); default every edge."""
+    """``start_mask``: edges to consider (the others start removed); default every edge. Edges are
+    visited in ``config.edge_order`` (:mod:`discovery.orders`)."""
     graph = problem.graph
     mask = graph.valid().to(problem.ablation.device) if start_mask is None else start_mask.clone()
     scores = torch.full(mask.shape, math.nan)
-    outputs = problem.outputs_of(mask)  # valid for every node before the receiver being visited
+    outputs = problem.outputs_of(mask)  # valid for every node outside ``stale``
     current = problem.run(mask).item()  # the loss of the circuit as it stands
-    total, done = int((mask & graph.leaders().to(mask.device)[None]).sum()), 0
+    visits = _visits(edge_order(graph, config.edge_order))
+    total, done = sum(1 for k, senders in visits for u in senders if mask[u, k]), 0
     most = max_chain(problem, config)  # variants per pass; lowered if CUDA runs out of memory
-    for tie in reversed(graph.ties):
-        k, columns = tie[0], list(tie)
-        # latest sender first, as the reference; edges already out are not revisited
-        pending = [u for u in reversed(range(graph.n_avail[k])) if mask[u, k]]
+    # Nodes whose inputs changed since their output was cached. A visit recomputes its own
+    # receiver's owners (and what they reach), so their staleness may wait; any other stale
+    # node is refreshed first. In our order that is once per node, after its last input.
+    stale: set[int] = set()
+    for k, senders in visits:
+        tie = graph.tie_of(k)
+        columns, owners = list(tie), {graph.owner[i] for i in tie} - {-1}
+        pending = [u for u in senders if mask[u, k]]  # edges already out are not revisited
+        if not pending:
+            continue
+        if stale - owners:
+            _refresh(problem, outputs, mask, stale)
+            stale = set()
         chain = min(MIN_CHAIN, most)
-        receiver = problem.receiver(k, mask, outputs) if pending else None
+        receiver = problem.receiver(k, mask, outputs)
         while pending:
             asked = min(chain, len(pending))
             losses = halving(lambda n, rx=receiver, col=mask[:, k], todo=pending:
                              problem.run_variants(rx, _chain(col, todo[:n])), asked).tolist()
-            senders = pending[:len(losses)]
+            senders_done = pending[:len(losses)]
             if len(losses) < asked:  # halved after an out-of-memory error: stay at that size
                 most = len(losses)
             chain = min(2 * chain, most)
-            for j, u in enumerate(senders):
+            for j, u in enumerate(senders_done):
                 # NaN: the receiver reaches nothing, so removing the edge changes nothing.
                 delta = 0.0 if losses[j] != losses[j] else losses[j] - current
                 scores[u, columns] = delta
@@ -96,5 +128,8 @@ def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = N
                     break
             if progress:
                 progress(done, total)
-        _refresh_if_complete(problem, outputs, mask, tie)
+        stale |= owners
+        if len(tie) > 1:  # a tie set's owners: the next receivers recompute one head only
+            _refresh(problem, outputs, mask, stale)
+            stale = set()
     return AlgorithmResult(mask.cpu(), scores, {"forward_passes": problem.forward_passes})

@@ -12,6 +12,7 @@ import math
 import torch
 
 from discovery.algorithms.base import AlgorithmConfig, AlgorithmResult, Progress
+from discovery.orders import edge_order
 from discovery.problem import Problem
 
 
@@ -20,7 +21,7 @@ def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = N
     mask = graph.valid().to(problem.ablation.device)
     scores = torch.full(mask.shape, math.nan)
     current = problem.run(mask)
-    order = graph.edges_in_order()
+    order = edge_order(graph, config.edge_order)  # discovery.orders
     for done, (u, k) in enumerate(order, start=1):
         tie = list(graph.tie_of(k))
         mask[u, tie] = False

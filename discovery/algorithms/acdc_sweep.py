@@ -69,6 +69,9 @@ def sweep(problem: Problem, thresholds: Sequence[float], config: AlgorithmConfig
     hold the sweep's totals (forward passes, branches) and its own branch's share."""
     grid = check_thresholds(thresholds)
     config = config or AlgorithmConfig()
+    if config.edge_order != "ours":
+        raise ValueError(f"edge_order: a threshold sweep visits edges in our order only, got "
+                         f"{config.edge_order!r}; run each threshold separately for another order")
     graph = problem.graph
     mask = graph.valid().to(problem.ablation.device) if start_mask is None else start_mask.clone()
     order = sorted(range(len(grid)), key=lambda i: grid[i])  # members ascend: a split is a cut

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from torch import Tensor
 
+from discovery.orders import check_order
 from discovery.problem import Problem
 
 #: progress(done, total): edges (or steps) done so far.
@@ -25,6 +26,8 @@ class AlgorithmConfig:
     #: bytes one batched pass may use (EAP-IG's steps*B rows, ACDC's variants); None: half the
     #: memory available at run time (discovery.memory). Batches are split to fit.
     max_batch_memory: int | None = None
+    #: ACDC: the order edges are visited in (discovery.orders: ours, auto-circuit, random:SEED)
+    edge_order: str = "ours"
 
     def __post_init__(self) -> None:
         if not self.threshold > 0:
@@ -33,6 +36,7 @@ class AlgorithmConfig:
             raise ValueError(f"top_n must be >= 1 (got {self.top_n})")
         if self.ig_steps < 1:
             raise ValueError(f"ig_steps must be >= 1 (got {self.ig_steps})")
+        check_order(self.edge_order)
         if self.max_batch_memory is not None and self.max_batch_memory < 1:
             raise ValueError(f"max_batch_memory must be >= 1 byte or None (got {self.max_batch_memory}); "
                              "try 2e9 for 2 GB, or leave it unset to use half the available memory")
