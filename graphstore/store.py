@@ -216,7 +216,10 @@ def _write_edges(tx: ManagedTransaction, circuit: Circuit, batch: int, tick: Bat
     """Create the circuit's FEEDS; abort when a batch does not write every one of its rows."""
     uids = [component_uid(circuit.provenance.model, n.name) for n in circuit.nodes]
     index = {n.name: i for i, n in enumerate(circuit.nodes)}
-    edges = [[index[e.src], index[e.dst], e.input, e.score, order]
+    # core: kept under every other edge order and prompt draw (discovery.stability); null unmeasured
+    listed = (circuit.stability or {}).get("core")
+    core = None if listed is None else set(listed)
+    edges = [[index[e.src], index[e.dst], e.input, e.score, order, None if core is None else e.name in core]
              for order, e in enumerate(circuit.edges)]
     done = 0
     for chunk in _chunks(edges, batch):

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from discovery.catalog import ABLATIONS, METHODS, shipped_models, unsupported_architecture
+from discovery.orders import check_order
 from discovery.tasks import TASKS
 from discovery.tasks.base import METRICS, TaskData, TaskValidationError
 from discovery.tasks.custom import custom_name, parse_custom_task
@@ -21,6 +22,8 @@ MAX_SEED = 2**32 - 1
 MAX_THRESHOLD = 1e6
 #: Largest job spec, as compact JSON: room for a custom task of 2000 pairs of long prompts.
 MAX_SPEC_BYTES = 512_000
+#: Most stability re-runs of each kind one job may ask for (each is a full search).
+MAX_STABILITY = 20
 #: Longest model or task name echoed back in an error message.
 _ECHO = 60
 
@@ -88,6 +91,16 @@ class JobSpec(BaseModel):
     max_batch_memory: int | None = Field(
         None, ge=1_000_000, description="bytes one batched pass may use (EAP-IG's steps x prompts, "
         "ACDC's variants are split to fit); default: half the worker's available memory")
+    edge_order: str = Field("ours", max_length=40, description="ACDC's edge order: ours, auto-circuit "
+                            "(as auto_circuit visits them) or random:<seed>")
+    stability: int = Field(0, ge=0, le=MAX_STABILITY, description="also score the circuit's stability: "
+                           "this many re-runs under random edge orders and as many on other prompts "
+                           f"(0: none; at most {MAX_STABILITY}, each a full search)")
+
+    @field_validator("edge_order")
+    @classmethod
+    def _known_order(cls, value: str) -> str:
+        return check_order(value)
 
     @model_validator(mode="before")
     @classmethod

@@ -64,11 +64,18 @@ def run_discovery(spec: JobSpec, job_id: str, run: JobRun, settings: Settings) -
         top_n=spec.top_n, metric=spec.metric, ablation=spec.ablation, n_prompts=spec.n_prompts,
         seed=spec.seed, device=device, ig_steps=spec.ig_steps, granularity=spec.granularity,
         dtype=spec.dtype, max_batch_memory=spec.max_batch_memory or settings.max_batch_memory,
-        kv_inputs=spec.kv_inputs,
+        kv_inputs=spec.kv_inputs, edge_order=spec.edge_order,
     )
     run.stage("searching")
-    circuit = replace(discover(request, progress=run.progress, model=model, data=spec.custom_task()),
-                      id=job_id)
+    data = spec.custom_task()
+    circuit = replace(discover(request, progress=run.progress, model=model, data=data), id=job_id)
+    if spec.stability:
+        from discovery.stability import stability
+
+        run.stage(f"stability: {spec.stability} edge orders, {spec.stability} prompt draws")
+        circuit = replace(circuit, stability=stability(request, circuit, orders=spec.stability,
+                                                       resamples=spec.stability, model=model, data=data,
+                                                       progress=run.progress))
     run.stage("storing")
     with_store(run, settings, lambda driver: write_circuit(driver, circuit, database=settings.neo4j_database))
     return {"result_id": circuit.id, "circuit_id": circuit.id}

@@ -7,10 +7,23 @@ import argparse
 import os
 import sys
 
-from api.cli import compete, curve, demo, discover, jobs, serve, services, stored, studies, timelines, zoo
+from api.cli import (
+    compete,
+    curve,
+    demo,
+    discover,
+    jobs,
+    serve,
+    services,
+    stability,
+    stored,
+    studies,
+    timelines,
+    zoo,
+)
 from api.ops.process import ServiceError
 
-_COMMANDS = (services, serve, demo, zoo, discover, stored, jobs, compete, timelines, studies, curve)
+_COMMANDS = (services, serve, demo, zoo, discover, stored, jobs, compete, timelines, studies, curve, stability)
 
 
 def build_parser() -> argparse.ArgumentParser:

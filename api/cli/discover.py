@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--max-batch-memory", type=memory_size, metavar="SIZE",
                    help="memory one batched pass may use, e.g. 2GiB or 500MB (default: half the "
                    "available memory); EAP-IG's and ACDC's batches are split to fit")
+    d.add_argument("--edge-order", default="ours",
+                   help="ACDC's edge order: ours (default), auto-circuit (as auto_circuit visits "
+                   "them: receiver layers latest first, by name within a layer) or random:SEED")
     d.add_argument("--out", type=Path, required=True, help="where to write the circuit JSON")
     d.set_defaults(handler=run_discover, fast_exit=True)  # no module teardown at exit (api.cli._exit_now)
 
@@ -81,6 +84,7 @@ def run_discover(args: argparse.Namespace) -> int:
         top_n=args.top_n, metric=args.metric, ablation=args.ablation, n_prompts=args.n_prompts,
         seed=args.seed, device=args.device, ig_steps=args.ig_steps, granularity=args.granularity,
         dtype=args.dtype, max_batch_memory=args.max_batch_memory, kv_inputs=args.kv_inputs,
+        edge_order=args.edge_order,
     )
     bars: list[tqdm] = []  # opened at the first report, so a bad argument prints no empty bar
 

@@ -100,7 +100,7 @@ SET mlp:MLP
 MERGE (n)-[:IN]->(mlp)
 """
 
-#: Edges as rows ``[source index, receiver index, input, score, order]`` into ``$uids`` (the
+#: Edges as rows ``[source index, receiver index, input, score, order, core]`` into ``$uids`` (the
 #: circuit's components): a few hundred index seeks per batch instead of two per edge. When a
 #: uid does not match, no row is written and the writer's count check aborts the transaction.
 CREATE_EDGES = """
@@ -111,7 +111,7 @@ WITH collect(n) AS ends
 WHERE size(ends) = size($uids)
 UNWIND $rows AS row
 WITH ends[row[0]] AS a, ends[row[1]] AS b, row
-CREATE (a)-[:FEEDS {circuit: $circuit_id, input: row[2], score: row[3], order: row[4]}]->(b)
+CREATE (a)-[:FEEDS {circuit: $circuit_id, input: row[2], score: row[3], order: row[4], core: row[5]}]->(b)
 RETURN count(*) AS written
 """
 

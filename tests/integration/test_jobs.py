@@ -144,7 +144,30 @@ def test_cancel_a_queued_job(stack):
     assert response.status_code == 202 and response.json()["state"] == "cancelled"
 
 
+def test_stability_and_edge_order_are_stored_with_the_circuit(stack, neo4j_driver, settings):
+    """A job with an edge order and a stability score: both come back on the stored circuit, the
+    re-runs show as progress, and the core edges are marked in Neo4j."""
+    body = {"model": "multitask", "task": "ioi", "n_prompts": 12, "edge_order": "auto-circuit", "stability": 2}
+    with stack.client() as client:
+        job_id = client.post("/v1/jobs", json=body).raise_for_status().json()["id"]
+        job = wait(client, job_id, finished)
+        assert job["state"] == "succeeded", job
+        circuit = client.get(f"/v1/circuits/{job_id}").raise_for_status().json()
+    score = circuit["stability"]
+    assert circuit["provenance"]["params"]["edge_order"] == "auto-circuit"
+    assert score["edge_order"] == "auto-circuit" and score["orders"]["n"] == score["prompts"]["n"] == 2
+    assert score["edges"] == len(circuit["edges"]) and len(score["orders"]["jaccard"]) == 2
+    rows, _, _ = neo4j_driver.execute_query(
+        "MATCH (c:Circuit {id: $id}) OPTIONAL MATCH ()-[f:FEEDS {circuit: $id}]->() "
+        "RETURN c.stability_orders AS so, count(f) AS n, sum(CASE WHEN f.core THEN 1 ELSE 0 END) AS core",
+        id=job_id, database_=settings.neo4j_database)
+    assert rows[0]["so"] == pytest.approx(score["orders"]["jaccard_mean"])
+    assert (rows[0]["n"], rows[0]["core"]) == (len(circuit["edges"]), len(score["core"]))
+
+
 @pytest.mark.parametrize(("body", "field"), [
+    ({"model": "multitask", "task": "ioi", "edge_order": "zigzag"}, "edge_order"),
+    ({"model": "multitask", "task": "ioi", "stability": 99}, "stability"),
     ({"model": "gpt-17", "task": "ioi"}, "model"),
     ({"model": "multitask", "task": "tower-of-hanoi"}, "task"),
     ({"model": "multitask", "task": "ioi", "threshold": 0}, "threshold"),

@@ -37,6 +37,9 @@ def test_inline_custom_task_is_parsed_and_named():
     ({"metric": "nope"}, "metric", "logit_diff"),
     ({"ablation": "nope"}, "ablation", "corrupt"),
     ({"method": "acdc", "top_n": 5}, "", "top_n"),
+    ({"edge_order": "sideways"}, "edge_order", "auto-circuit"),
+    ({"edge_order": "random:x"}, "edge_order", "random:<seed>"),
+    ({"stability": 21}, "stability", "20"),
 ])
 def test_bad_specs_name_the_field_and_the_choices(change, field, words):
     with pytest.raises(ValidationError) as info:

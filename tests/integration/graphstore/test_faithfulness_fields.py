@@ -100,10 +100,12 @@ def test_curve_and_stability_round_trip_and_query(store, db, scratch_model):
     points = tuple(CurvePoint(fraction=x, n_edges=n, metric=m, faithfulness=m / 2.0)
                    for x, n, m in ((0.1, 4, 0.6), (0.5, 20, 1.5), (1.0, 40, 2.0)))
     curve = Curve(points=points, metric="logit_diff", full=2.0, empty=0.0)
-    stability = {"orders": {"n": 10, "jaccard_mean": 0.8, "jaccard_min": 0.6, "jaccards": [0.8] * 10},
-                 "prompts": {"n": 10, "jaccard_mean": 0.7, "jaccard_min": 0.5, "jaccards": [0.7] * 10},
-                 "core": ["embed->logits"], "core_share": 0.25}
-    circuit = dataclasses.replace(_circuit("a", scratch_model), curve=curve.to_dict(), stability=stability)
+    base = _circuit("a", scratch_model)
+    core = sorted(e.name for e in base.edges[:2])
+    stability = {"orders": {"n": 10, "jaccard_mean": 0.8, "jaccard_min": 0.6, "jaccard": [0.8] * 10},
+                 "prompts": {"n": 10, "jaccard_mean": 0.7, "jaccard_min": 0.5, "jaccard": [0.7] * 10},
+                 "core": core, "core_share": 2 / len(base.edges)}
+    circuit = dataclasses.replace(base, curve=curve.to_dict(), stability=stability)
     plain = _circuit("b", scratch_model)
     for c in (circuit, plain):
         write_circuit(store, c, database=db)
@@ -117,3 +119,13 @@ def test_curve_and_stability_round_trip_and_query(store, db, scratch_model):
     assert [r["id"] for r in records] == [circuit.id]
     assert records[0]["cpr"] == pytest.approx(curve.cpr) and records[0]["cmd"] == pytest.approx(curve.cmd)
     assert (records[0]["so"], records[0]["sp"]) == (0.8, 0.7)
+    # the core is marked on the circuit's own edges (unmarked where no stability was measured)
+    records, _, _ = store.execute_query(
+        "MATCH (a)-[f:FEEDS]->(b) WHERE f.circuit IN $ids "
+        "RETURN f.circuit AS c, a.name + '->' + b.name + CASE WHEN f.input IN ['q', 'k', 'v'] "
+        "THEN '<' + f.input + '>' ELSE '' END AS edge, f.core AS core",
+        ids=[circuit.id, plain.id], database_=db)
+    marks = {(r["c"], r["edge"]): r["core"] for r in records}
+    assert {e for (c, e), m in marks.items() if c == circuit.id and m} == set(core)
+    assert all(m is False for (c, e), m in marks.items() if c == circuit.id and e not in core)
+    assert all(m is None for (c, _), m in marks.items() if c == plain.id)
