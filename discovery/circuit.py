@@ -201,16 +201,26 @@ class Metrics:
     0 when it is as far off as the empty circuit, never above 1. Under a task metric such as the
     logit difference a circuit can beat the full model (it drops heads that work against the
     answer), so ``faithfulness_task`` can exceed 1. Circuits stored before the search-metric
-    fields existed read back with them None."""
+    fields existed read back with them None. A circuit imported from another tool is unmeasured
+    (:meth:`unmeasured`: every value None) until it is evaluated."""
 
-    full: float
-    empty: float
-    circuit: float
+    full: float | None
+    empty: float | None
+    circuit: float | None
     name: str = "kl"  # the task metric
     search_metric: str | None = None
     search_full: float | None = None
     search_empty: float | None = None
     search_circuit: float | None = None
+
+    @classmethod
+    def unmeasured(cls) -> Metrics:
+        """No measurement (an imported circuit): None, not NaN, so JSON readers take it."""
+        return cls(full=None, empty=None, circuit=None, name="unmeasured")
+
+    @property
+    def measured(self) -> bool:
+        return self.circuit is not None
 
     @property
     def task_metric(self) -> str:

@@ -303,6 +303,7 @@ def _provenance(request, model, data, problem, *, timings, stats, pruned):
         params={"metric": problem.metric, "ablation": request.ablation, "top_n": request.top_n,
                 "n_prompts": len(data.pairs), "ig_steps": request.ig_steps, "kv_inputs": request.kv_inputs,
                 "edges_total": problem.graph.n_edges, "dangling_removed": pruned.record(),
+                "d_model": int(problem.ablation.shape[-1]),
                 **({"edge_order": request.edge_order} if request.method in EDGE_ORDERS else {}),
                 **{k: float(v) for k, v in stats.items()}},
         seed=request.seed, device=str(model.device), dtype=request.dtype,

@@ -49,9 +49,11 @@ def _json_float(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def to_mib_json(circuit: Circuit) -> dict[str, Any]:
-    """The EAP-IG ``Graph.to_json`` / MIB layout: every node and edge of the full graph, with
-    ``in_graph`` for the circuit's and ``score`` from ``edge_scores`` (else the kept edge's)."""
+def to_mib_json(circuit: Circuit, d_model: int | None = None) -> dict[str, Any]:
+    """The EAP-IG ``Graph.to_json`` / MIB layout: every node (``{"in_graph": bool}``) and edge
+    (``{"score", "in_graph"}``) of the full graph, with ``in_graph`` for the circuit's and
+    ``score`` from ``edge_scores`` (else the kept edge's). ``d_model``: the model's width, which
+    MIB's loader reads from ``cfg`` (None when unknown)."""
     if circuit.graph is None:
         raise ValueError(f"circuit {circuit.id} has no graph shape: the MIB layout lists the full graph")
     # Neurons are no nodes of the MIB edge graph: edges into or out of them are left out.
@@ -69,13 +71,13 @@ def to_mib_json(circuit: Circuit) -> dict[str, Any]:
             score = kept[name].score
         edges[_to_mib(name)] = {"score": _json_float(score), "in_graph": name in kept}
     cfg = {"n_layers": circuit.graph.n_layers, "n_heads": circuit.graph.n_heads,
-           "parallel_attn_mlp": circuit.graph.parallel, "d_model": None}
+           "parallel_attn_mlp": circuit.graph.parallel, "d_model": d_model}
     if circuit.graph.kv_groups is not None:  # one k/v input per key-value group (not MIB's default)
         cfg["kv_groups"] = circuit.graph.kv_groups
     nodes = [*circuit.graph.upstream(), *circuit.graph.kv_nodes(), "logits"]
     return {
         "cfg": cfg,
-        "nodes": {_to_mib(n): n in in_graph for n in nodes},
+        "nodes": {_to_mib(n): {"in_graph": n in in_graph} for n in nodes},
         "edges": edges,
     }
 
@@ -84,8 +86,8 @@ def from_mib_json(data: dict[str, Any] | str, *, model: str, task: str, method: 
                   metrics: Metrics | None = None, circuit_id: str | None = None) -> Circuit:
     """A circuit from an EAP-IG / MIB graph: the ``in_graph`` edges, their endpoints as nodes.
 
-    The layout carries no task metric, so unless ``metrics`` is given they are NaN under the name
-    ``unmeasured`` (faithfulness NaN too): NaN cannot be mistaken for a measured value, unlike 0.
+    The layout carries no task metric, so unless ``metrics`` is given they are
+    :meth:`Metrics.unmeasured` (None under the name ``unmeasured``; faithfulness None too).
     The id defaults to a hash of the kept edges, so one file always gives the same id."""
     if isinstance(data, str):
         data = json.loads(data)
@@ -106,10 +108,9 @@ def from_mib_json(data: dict[str, Any] | str, *, model: str, task: str, method: 
     order = {n: i for i, n in enumerate([*shape.upstream(), *shape.kv_nodes(), "logits"])}
     names = sorted({e.src for e in kept} | {e.dst for e in kept}, key=order.__getitem__)
     digest = hashlib.sha256("\n".join(sorted(e.name for e in kept)).encode()).hexdigest()[:12]
-    nan = float("nan")
     return Circuit(id=circuit_id or f"mib-{digest}", nodes=tuple(Node.parse(n) for n in names),
                    edges=tuple(kept), graph=shape, edge_scores=scores,
-                   metrics=metrics or Metrics(full=nan, empty=nan, circuit=nan, name="unmeasured"),
+                   metrics=metrics or Metrics.unmeasured(),
                    provenance=Provenance(model=model, task=task, method=method))
 
 
@@ -324,7 +325,7 @@ def _text_writer(render: Callable[[Circuit], str]) -> Writer:
 
 EXPORTERS: dict[str, Writer] = {
     "json": _text_writer(lambda c: c.to_json()),
-    "mib": _text_writer(lambda c: json.dumps(to_mib_json(c))),
+    "mib": _text_writer(lambda c: json.dumps(to_mib_json(c, c.provenance.params.get("d_model")))),
     "graphml": _text_writer(to_graphml),
     "dot": _text_writer(to_dot),
     "png": partial(draw, format="png"),

@@ -26,6 +26,7 @@ import random
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from discovery.circuit import Edge
     from discovery.graph import Graph
 
 #: name -> what it is (``random`` takes a seed: ``random:7``)
@@ -105,9 +106,13 @@ def auto_circuit_node(name: str) -> str:
 
 
 def auto_circuit_name(graph: Graph, u: int, k: int) -> str:
-    """Edge ``(u, k)`` named as auto-circuit names it: ``A0.1->A2.3.Q``, ``MLP 3->Resid End``
-    (a key-value group input, which auto-circuit lacks: ``A2.kv0.K``)."""
-    edge = graph.edge(u, k)
+    """Edge ``(u, k)`` named as auto-circuit names it (:func:`auto_circuit_edge`)."""
+    return auto_circuit_edge(graph.edge(u, k))
+
+
+def auto_circuit_edge(edge: Edge) -> str:
+    """``edge`` named as auto-circuit names it: ``A0.1->A2.3.Q``, ``MLP 3->Resid End`` (a
+    key-value group input, which auto-circuit lacks: ``A2.kv0.K``)."""
     src = auto_circuit_node(edge.src)
     if edge.input == "logits":
         dst = "Resid End"

@@ -298,8 +298,8 @@ def _ordered(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 def metrics_from_props(props: dict[str, Any]) -> Metrics:
     """The :class:`Metrics` of a stored Circuit node's properties (search fields None when the
     circuit was stored before they were kept)."""
-    return Metrics(full=props["metric_full"], empty=props["metric_empty"],
-                   circuit=props["metric_circuit"], name=props["metric"],
+    return Metrics(full=props.get("metric_full"), empty=props.get("metric_empty"),
+                   circuit=props.get("metric_circuit"), name=props["metric"],
                    search_metric=props.get("search_metric"), search_full=props.get("search_full"),
                    search_empty=props.get("search_empty"), search_circuit=props.get("search_circuit"))
 

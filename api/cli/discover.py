@@ -115,10 +115,14 @@ def summary(circuit) -> str:
     search = "n/a" if m.faithfulness_search is None else f"{m.faithfulness_search:.3f}"
     return (f"{p.model} / {p.task} / {p.method} (threshold {p.threshold}, metric {p.params.get('metric')})\n"
             f"  edges {len(circuit.edges)}{share}, nodes {len(circuit.nodes) - neurons}, neurons {neurons}\n"
-            f"  {m.name}: full {m.full:.4f}, empty {m.empty:.4f}, circuit {m.circuit:.4f}; "
+            f"  {m.name}: full {_num(m.full)}, empty {_num(m.empty)}, circuit {_num(m.circuit)}; "
             f"faithfulness (task metric {m.name}) {faith}\n"
             f"  faithfulness (search metric {m.search_metric or 'n/a'}) {search}\n"
             f"  device {p.device}, search {p.timings.get('search_s', 0):.2f}s")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def run_show(args: argparse.Namespace) -> int:

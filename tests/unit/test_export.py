@@ -68,7 +68,8 @@ def test_mib_json_lists_the_full_graph_and_renames_embed():
     assert set(data["edges"]) == {n.replace("embed", "input") for n in SHAPE.edges()}
     assert "input" in data["nodes"] and "embed" not in data["nodes"]
     assert data["edges"]["input->a0.h1<q>"] == {"score": _scores(SHAPE)["embed->a0.h1<q>"], "in_graph": True}
-    assert data["nodes"]["a0.h1"] and not data["nodes"]["a0.h0"]
+    assert data["nodes"]["a0.h1"] == {"in_graph": True} and data["nodes"]["a0.h0"] == {"in_graph": False}
+    assert to_mib_json(_circuit(), d_model=64)["cfg"]["d_model"] == 64
     assert sum(e["in_graph"] for e in data["edges"].values()) == len(KEPT) - 1  # the neuron edge is left out
 
 
