@@ -17,6 +17,7 @@ from api.routers import (
     cypher,
     experiments,
     health,
+    imports,
     jobs,
     models,
     studies,
@@ -27,7 +28,7 @@ from api.routers import (
 from api.security import FailedKeys, check_keys_for_bind
 from workers.settings import Settings, get_settings
 
-ROUTERS = (health, web, jobs, experiments, timelines, studies, circuits, compare, models, tasks, cypher)
+ROUTERS = (health, web, jobs, experiments, timelines, studies, circuits, imports, compare, models, tasks, cypher)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -63,3 +63,14 @@ def shipped_runs() -> dict[str, Path]:
     if not SHIPPED_RUNS_DIR.is_dir():
         return {}
     return {p.name: p for p in sorted(SHIPPED_RUNS_DIR.iterdir()) if (p / "run.json").exists()}
+
+
+def model_graph_shape(name: str):  # noqa: ANN201 - a discovery.circuit.GraphShape
+    """The graph of shipped model ``name`` from its config alone (no torch): layers, heads, whether
+    it has MLPs and parallel blocks. Edges into per-head k/v inputs (the default graph)."""
+    from discovery.circuit import GraphShape
+
+    summary = model_summary(name)
+    config = json.loads((shipped_models()[name] / "config.json").read_text())
+    return GraphShape(int(summary["n_layers"]), int(summary["n_heads"]), mlp=not summary["attn_only"],
+                      parallel=bool(config.get("use_parallel_residual", False)))

@@ -101,7 +101,8 @@ class Settings(BaseSettings):
         SecretStr("atlas-dev-write"), description="Key the CLI sends in X-API-Key."
     )
     api_url: str = Field("", description="Base URL the CLI talks to (default: api_host:api_port).")
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body the API reads.")
+    max_body_bytes: int = Field(8_000_000, ge=1024, description="Largest request body the API reads "
+                                "(an imported EAP-IG file of GPT-2 small is ~2.4 MB).")
     max_batch_memory: int | None = Field(
         None, ge=1_000_000, description="Bytes a worker's batched passes (EAP-IG's steps x prompts, "
         "fast ACDC's variants) may use when a job sets no max_batch_memory; unset: half the memory "

@@ -12,6 +12,7 @@ from api.cli import (
     curve,
     demo,
     discover,
+    interop,
     jobs,
     serve,
     services,
@@ -23,7 +24,8 @@ from api.cli import (
 )
 from api.ops.process import ServiceError
 
-_COMMANDS = (services, serve, demo, zoo, discover, stored, jobs, compete, timelines, studies, curve, stability)
+_COMMANDS = (services, serve, demo, zoo, discover, stored, jobs, compete, timelines, studies, curve, stability,
+             interop)
 
 
 def build_parser() -> argparse.ArgumentParser:

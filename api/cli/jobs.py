@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n-prompts", type=int, default=50)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--top-n", type=int)
+    s.add_argument("--edge-order", default="ours", help="ACDC's edge order: ours, auto-circuit, random:SEED")
+    s.add_argument("--stability", type=int, default=0,
+                   help="also score stability: N re-runs under random edge orders and N on other prompts")
     s.add_argument("--wait", action="store_true", help="follow the job to its end with a progress bar")
     s.set_defaults(handler=run_submit)
     j = sub.add_parser("jobs", help="list jobs, newest first (or show one)")
@@ -87,7 +90,7 @@ def run_submit(args: argparse.Namespace) -> int:
         task = json.loads(path.read_text())
     spec = {"model": args.model, "task": task, "method": args.method, "threshold": args.threshold,
             "granularity": args.granularity, "device": args.device, "n_prompts": args.n_prompts,
-            "seed": args.seed, "top_n": args.top_n}
+            "seed": args.seed, "top_n": args.top_n, "edge_order": args.edge_order, "stability": args.stability}
     job = _call("POST", "/v1/jobs", json=spec)
     print(f"submitted job {job['id']} to the {job['queue']} queue", flush=True)
     if not args.wait:

@@ -21,16 +21,18 @@ SHAPE = GraphShape(2, 2)
 KEPT = ["embed->a0.h1<q>", "a0.h1->a1.h0<v>", "a1.h0->m1", "m1->logits", "embed->m0", "m0->logits"]
 
 
-def eapig_file(kept=KEPT) -> dict:
+def eapig_file(kept=KEPT, shape: GraphShape = SHAPE, d_model: int = 16) -> dict:
     """A graph in EAP-IG's own ``Graph.to_json`` layout, written out by hand (not by our exporter):
     nodes ``{"in_graph": bool}``, the embedding named ``input``, ``d_model`` in ``cfg``."""
-    nodes = ["input", "a0.h0", "a0.h1", "m0", "a1.h0", "a1.h1", "m1", "logits"]
+    nodes = ["input"] + [f"{kind}{layer}{h}" for layer in range(shape.n_layers)
+                         for kind, h in [("a", f".h{i}") for i in range(shape.n_heads)] + [("m", "")]] + ["logits"]
     ends = {n.replace("embed", "input") for e in kept for n in e.split("<")[0].split("->")}
-    edges = {}
-    for i, name in enumerate(SHAPE.edges()):
+    kept, edges = set(kept), {}
+    for i, name in enumerate(shape.edges()):
         mib = name.replace("embed", "input")
-        edges[mib] = {"score": (-1) ** i * (i + 1) / 100, "in_graph": name in kept}
-    return {"cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False, "d_model": 16},
+        edges[mib] = {"score": (-1) ** i / (7 * (i + 1)), "in_graph": name in kept}  # full-length floats
+    return {"cfg": {"n_layers": shape.n_layers, "n_heads": shape.n_heads, "parallel_attn_mlp": False,
+                    "d_model": d_model},
             "nodes": {n: {"in_graph": n in ends} for n in nodes}, "edges": edges}
 
 

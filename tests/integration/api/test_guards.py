@@ -36,6 +36,7 @@ READ_ROUTES = [
 ]
 WRITE_ROUTES = [
     ("DELETE", "/v1/circuits/{circuit_id}", None),
+    ("POST", "/v1/circuits", {"circuit": ["not an edge"], "model": "none", "task": "ioi", "method": "x"}),
     ("POST", "/v1/jobs", {"model": "none", "task": "ioi"}),
     ("DELETE", "/v1/jobs/{job_id}", None),
     ("POST", "/v1/experiments", {"model": "none", "tasks": ["ioi", "induction"]}),
