@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1/circuits", tags=["circuits"])
 class GraphPublic(BaseModel):
     """A model's graph, for files that carry none (auto-circuit lists) of a model not shipped here."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # 0 is no bool, "4" no int
     n_layers: int = Field(ge=1, le=1000)
     n_heads: int = Field(ge=1, le=1000)
     mlp: bool = True
@@ -37,7 +37,7 @@ class GraphPublic(BaseModel):
 class ImportSpec(BaseModel):
     """A circuit file and what it does not say itself."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     circuit: dict[str, Any] | list[Any] = Field(description="the file's JSON, as the tool wrote it")
     format: Literal["ours", "eap-ig", "auto-circuit"] | None = Field(

@@ -145,8 +145,34 @@ function renderCircuit(circuit, svgText) {
     holder.append(svg);
   }
   renderCurve(circuit.curve, p);
+  renderStability(circuit.stability);
+  const share = (circuit.stability && circuit.stability.edge_share) || {};
   fillRows($("#nodes tbody"), circuit.nodes.map((n) => [n.name, n.kind, n.layer, n.head, num(n.score)]));
-  fillRows($("#edges tbody"), circuit.edges.map((e) => [e.src, e.dst, e.input, num(e.score)]));
+  fillRows($("#edges tbody"), circuit.edges.map((e) => {
+    const name = `${e.src}->${e.dst}${["q", "k", "v"].includes(e.input) ? `<${e.input}>` : ""}`;
+    const kept = share[name];
+    return [e.src, e.dst, e.input, num(e.score), typeof kept === "number" ? `${Math.round(100 * kept)}%` : "–"];
+  }));
+}
+
+// How stable the circuit is (discovery.stability): Jaccard with its re-runs under other edge orders
+// and other prompt draws, and its core (edges every re-run keeps).
+function jaccardText(section) {
+  if (!section || !section.n || section.jaccard_mean === null) return "not measured";
+  return `Jaccard ${num(section.jaccard_mean)} ± ${num(section.jaccard_std)} (min ${num(section.jaccard_min)}, n ${section.n})`;
+}
+
+function renderStability(s) {
+  const holder = $("#stability");
+  if (!s) {
+    holder.textContent = "No stability score stored with this circuit (jobs with \"stability\": N store one).";
+    return;
+  }
+  const core = s.core ? `core ${s.core.length} of ${s.edges} edges (${Math.round(100 * s.core_share)}%) kept by every re-run`
+    : "no core (no re-runs)";
+  const cross = s.auto_circuit ? ` · in auto-circuit's order: Jaccard ${num(s.auto_circuit.jaccard)}` : "";
+  holder.textContent = `Stability · other edge orders: ${jaccardText(s.orders)} · other prompts: `
+    + `${jaccardText(s.prompts)} · ${core}${cross}`;
 }
 
 // The method's faithfulness curve (MIB: faithfulness at a ladder of shares of the edges), stored with

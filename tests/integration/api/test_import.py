@@ -97,6 +97,10 @@ def test_a_gpt2_small_sized_file_fits_the_default_cap(big_server, cleanup):
     ({"circuit": {"A0.0->MLP 0": 1.0}}, "top_n"),
     ({"circuit": {"nothing": "here"}}, "unrecognised circuit file"),
     ({"format": "graphml"}, "format"),
+    ({"circuit": ["A0.0->MLP 0"], "model": "elsewhere", "graph": {"n_layers": 1, "n_heads": 1, "parallel": 0}},
+     "parallel"),
+    ({"circuit": ["A0.0->MLP 3"], "model": "elsewhere", "graph": {"n_layers": 2, "n_heads": 2}},
+     "not an edge of the model's graph"),
     ({"colour": "red"}, "colour"),
 ])
 def test_bad_imports_are_422_naming_the_field(big_server, neo4j_driver, settings, change, words):
@@ -162,3 +166,13 @@ def test_cli_imports_a_file_and_exports_a_study_in_mib_layout(big_server, stored
     kept = {k.replace("input", "embed", 1) for k, v in data["edges"].items() if v["in_graph"]}
     first = stored[files[0].split("/")[1].split("_")[0].replace("-", "_")]
     assert kept == {e.name for e in first.edges}
+
+
+def test_an_auto_circuit_list_of_a_model_not_shipped_here_takes_its_graph(big_server, cleanup):
+    body = {"circuit": ["Resid Start->A0.1.Q", "A0.1->MLP 1", "MLP 1->Resid End"], "model": "elsewhere-2l",
+            "task": "ioi", "method": "acdc-auto-circuit", "graph": {"n_layers": 2, "n_heads": 2}}
+    made = big_server.post("/v1/circuits", json=body)
+    assert made.status_code == 201, made.text
+    cleanup.append(made.json()["id"])
+    back = big_server.get(f"/v1/circuits/{made.json()['id']}").raise_for_status().json()
+    assert back["graph"]["n_layers"] == 2 and {e["dst"] for e in back["edges"]} == {"a0.h1", "m1", "logits"}

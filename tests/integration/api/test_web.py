@@ -158,3 +158,37 @@ def test_circuit_view_draws_its_faithfulness_curve(browser, server, stored, neo4
         assert not _css(driver, "#curve svg")
     finally:
         delete_circuit(neo4j_driver, with_curve.id, database=settings.neo4j_database)
+
+
+def test_circuit_view_shows_its_stability_and_core(browser, server, stored, neo4j_driver, settings):
+    """A circuit stored with a real stability score shows its Jaccards and core, and each edge's
+    share of re-runs keeping it; one without says so."""
+    import dataclasses
+
+    from discovery.discover import DiscoveryRequest
+    from discovery.models import load_model
+    from discovery.stability import stability
+    from graphstore.store import delete_circuit, write_circuit
+
+    plain = stored["ioi"]
+    request = DiscoveryRequest(model="multitask", task="ioi", method="acdc", device="cpu")  # the fixture's
+    score = stability(request, plain, orders=1, resamples=1, model=load_model("multitask", device="cpu"))
+    scored = dataclasses.replace(plain, id=plain.id + ".stability", stability=score)
+    write_circuit(neo4j_driver, scored, database=settings.neo4j_database)
+    try:
+        driver = browser
+        driver.get(server.url + "/")
+        _use_key(driver, READ_KEY)
+        driver.execute_script("openCircuit(arguments[0])", scored.id)
+        _wait(driver, lambda d: "Stability" in _css(d, "#stability")[0].text)
+        text = _css(driver, "#stability")[0].text
+        assert f"Jaccard {score['orders']['jaccard_mean']:.3f}" in text
+        assert f"core {len(score['core'])} of {score['edges']} edges" in text
+        rows = {tuple(c.text for c in r.find_elements("css selector", "td")[:3]): r.find_elements("css selector", "td")[4].text
+                for r in _css(driver, "#edges tbody tr")}
+        for e in plain.edges:
+            assert rows[(e.src, e.dst, e.input)] == f"{int(100 * score['edge_share'][e.name] + 0.5)}%"  # as Math.round
+        driver.execute_script("openCircuit(arguments[0])", plain.id)
+        _wait(driver, lambda d: "No stability score" in _css(d, "#stability")[0].text)
+    finally:
+        delete_circuit(neo4j_driver, scored.id, database=settings.neo4j_database)
