@@ -96,7 +96,7 @@ def test_page_lists_draws_and_compares(browser, server, reader, stored):
     assert f"task metric {m.faithfulness_task:.3f} ({m.name})" in facts
     assert f"search metric {m.faithfulness_search:.3f} (kl)" in facts
     edge_rows = [[c.text for c in r.find_elements("css selector", "td")] for r in _css(driver, "#edges tbody tr")]
-    assert [(s, d, i) for s, d, i, _ in edge_rows] == [(e.src, e.dst, e.input) for e in ioi.edges]
+    assert [(s, d, i) for s, d, i, *_ in edge_rows] == [(e.src, e.dst, e.input) for e in ioi.edges]
     assert len(_css(driver, "#nodes tbody tr")) == len(ioi.nodes)
     assert _css(driver, "#drawing svg")[0].size["height"] > 100  # drawn, not an empty element
 
