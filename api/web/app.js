@@ -168,7 +168,8 @@ function renderStability(s) {
     holder.textContent = "No stability score stored with this circuit (jobs with \"stability\": N store one).";
     return;
   }
-  const core = s.core ? `core ${s.core.length} of ${s.edges} edges (${Math.round(100 * s.core_share)}%) kept by every re-run`
+  const share = typeof s.core_share === "number" ? ` (${Math.round(100 * s.core_share)}%)` : "";
+  const core = s.core ? `core ${s.core.length} of ${s.edges} edges${share} kept by every re-run`
     : "no core (no re-runs)";
   const cross = s.auto_circuit ? ` · in auto-circuit's order: Jaccard ${num(s.auto_circuit.jaccard)}` : "";
   holder.textContent = `Stability · other edge orders: ${jaccardText(s.orders)} · other prompts: `
