@@ -166,14 +166,16 @@ def discover_sweep(request: DiscoveryRequest, thresholds: Sequence[float], *,
                    data: TaskData | None = None) -> list[Circuit]:
     """The circuit of ``request`` at every threshold (in the order given), each equal to
     :func:`discover` at that threshold, from one search where the method allows
-    (:data:`SWEEP_SHARED`); other methods run once per threshold. ``top_n`` must be unset.
+    (:data:`SWEEP_SHARED`, ACDC in our edge order); others run once per threshold. ``top_n`` must
+    be unset.
     Each circuit's ``search_s`` is the whole sweep's search time (shared)."""
     from discovery.algorithms.acdc_sweep import check_thresholds, sweep
 
     grid = check_thresholds(thresholds)
     if request.top_n is not None:
         raise ValueError("top_n: a threshold sweep thresholds scores; leave top_n unset")
-    if request.method not in SWEEP_SHARED:
+    if request.method not in SWEEP_SHARED or (request.method == "acdc" and request.edge_order != "ours"):
+        # (the shared ACDC search visits edges in our order only: another order runs per threshold)
         model = model or load_model(request.model, device=request.device)
         return [discover(replace(request, threshold=t), progress=progress, model=model, data=data)
                 for t in grid]

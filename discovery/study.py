@@ -18,7 +18,7 @@ from typing import Any
 from discovery.circuit import Circuit
 
 ROW_FIELDS = ("task", "method", "circuit_id", "threshold", "cpr", "cmd", "n_edges", "faithfulness",
-              "faithfulness_search")
+              "faithfulness_search", "stability_orders", "stability_prompts")
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,15 @@ class Piece:
 
 def summary_row(piece: Piece) -> dict[str, Any]:
     """``{task, method, circuit_id, threshold, cpr, cmd, n_edges, faithfulness, faithfulness_search}``
-    (cpr/cmd None without a curve or where faithfulness is undefined)."""
-    circuit, curve = piece.circuit, piece.circuit.curve or {}
+    and the mean Jaccards of its stability score (cpr/cmd None without a curve or where faithfulness
+    is undefined; stability None unless the study asked for it)."""
+    circuit, curve, stable = piece.circuit, piece.circuit.curve or {}, piece.circuit.stability or {}
     return {"task": piece.task, "method": piece.method, "circuit_id": circuit.id,
             "threshold": circuit.provenance.threshold, "cpr": curve.get("cpr"), "cmd": curve.get("cmd"),
             "n_edges": len(circuit.edges), "faithfulness": circuit.metrics.faithfulness_task,
-            "faithfulness_search": circuit.metrics.faithfulness_search}
+            "faithfulness_search": circuit.metrics.faithfulness_search,
+            "stability_orders": (stable.get("orders") or {}).get("jaccard_mean"),
+            "stability_prompts": (stable.get("prompts") or {}).get("jaccard_mean")}
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -113,6 +116,12 @@ def render_summary(summary: dict[str, Any]) -> str:
     out += ["", "edges, faithfulness (task metric) at the chosen point"]
     out += _grid(["method", *tasks], [[m, *(f"{cells[t, m]['n_edges']}, {_cell(cells[t, m]['faithfulness'])}"
                                            for t in tasks)] for m in methods])
+    if any(r.get("stability_orders") is not None or r.get("stability_prompts") is not None
+           for r in summary["rows"]):
+        out += ["", "stability: mean Jaccard with re-runs under other edge orders / other prompts"]
+        out += _grid(["method", *tasks], [[m, *(f"{_cell(cells[t, m].get('stability_orders'))} / "
+                                                f"{_cell(cells[t, m].get('stability_prompts'))}" for t in tasks)]
+                                          for m in methods])
     out += ["", "means over tasks"]
     out += _grid(["method", "CPR", "CMD", "edges", "tasks"],
                  [[r["method"], r["mean_cpr"], r["mean_cmd"], r["mean_edges"], r["n_tasks"]]

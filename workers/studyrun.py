@@ -28,7 +28,7 @@ def _request(spec: PieceSpec, device: str, settings: Settings):  # noqa: ANN202 
     return DiscoveryRequest(model=study.model, task=spec.task, method=spec.method,
                             threshold=study.chosen(spec.method), ablation=study.ablation,
                             n_prompts=study.n_prompts, seed=study.seed, device=device,
-                            max_batch_memory=settings.max_batch_memory)
+                            max_batch_memory=settings.max_batch_memory, edge_order=study.edge_order)
 
 
 def run_piece(spec: PieceSpec, job_id: str, run: JobRun, settings: Settings) -> dict[str, Any]:
@@ -51,7 +51,15 @@ def run_piece(spec: PieceSpec, job_id: str, run: JobRun, settings: Settings) -> 
         found = discover_sweep(request, points, progress=run.progress, model=model)
     run.stage(f"{where}: faithfulness curve")
     curve = held_out_curve(model, request, found[0].edge_scores, study.fractions)  # prompts: seed + 1
-    circuits = [replace(found[0], id=study_circuit_id(spec.parent, spec.task, spec.method), curve=curve.to_dict())]
+    chosen = replace(found[0], id=study_circuit_id(spec.parent, spec.task, spec.method), curve=curve.to_dict())
+    if study.stability:
+        from discovery.stability import stability
+
+        run.stage(f"{where}: stability ({study.stability} edge orders, {study.stability} prompt draws)")
+        chosen = replace(chosen, stability=stability(request, chosen, orders=study.stability,
+                                                     resamples=study.stability, model=model,
+                                                     progress=run.progress))
+    circuits = [chosen]
     circuits += [replace(c, id=study_circuit_id(spec.parent, spec.task, spec.method, t))
                  for c, t in zip(found[1:], points[1:], strict=True)]
     payload = {"task": spec.task, "method": spec.method, "circuits": [c.to_dict() for c in circuits]}

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--ablation", default="corrupt", choices=["corrupt", "mean", "zero"])
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--edge-order", default="ours", help="ACDC's edge order: ours, auto-circuit, random:SEED")
+    s.add_argument("--stability", type=int, default=0,
+                   help="also score each chosen circuit: N re-runs under random edge orders, N on other prompts")
     s.add_argument("--wait", action="store_true", help="follow the study with a progress bar, then print it")
     _rest_args(s)
     s.set_defaults(handler=run_study)
@@ -82,7 +85,8 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     tasks = "all" if args.tasks.strip() == "all" else _names(args.tasks, "--tasks", "ioi,induction")
     spec = {"model": args.model, "tasks": tasks, "methods": _names(args.methods, "--methods", "acdc,eap"),
             "threshold": parse_threshold(args.threshold), "n_prompts": args.n_prompts, "seed": args.seed,
-            "ablation": args.ablation, "device": args.device}
+            "ablation": args.ablation, "device": args.device, "edge_order": args.edge_order,
+            "stability": args.stability}
     if args.thresholds:
         spec["thresholds"] = _numbers(args.thresholds, "--thresholds")
     if args.fractions:

@@ -133,6 +133,24 @@ def test_a_stored_circuit_carries_its_curve(stack, first):
     assert first["id"] in [s["id"] for s in listed["studies"]]
 
 
+def test_a_study_in_another_edge_order_scores_stability(stack):
+    """edge_order and stability reach every piece: the chosen circuits are found in that order,
+    carry a stability score, and the summary rows hold its means."""
+    body = {"model": "multitask", "tasks": ["ioi"], "methods": ["acdc"], "n_prompts": 10,
+            "edge_order": "auto-circuit", "stability": 1}
+    with stack.client() as client:
+        study_id = submit(stack, client, body)
+        study = follow(client, study_id, done)
+        assert study["state"] == "succeeded", study
+        circuit = client.get(f"/v1/circuits/{study_id}.ioi.acdc").raise_for_status().json()
+    assert circuit["provenance"]["params"]["edge_order"] == "auto-circuit"
+    score = circuit["stability"]
+    assert score["edge_order"] == "auto-circuit" and score["orders"]["n"] == score["prompts"]["n"] == 1
+    row = study["summary"]["rows"][0]
+    assert row["stability_orders"] == pytest.approx(score["orders"]["jaccard_mean"])
+    assert row["stability_prompts"] == pytest.approx(score["prompts"]["jaccard_mean"])
+
+
 def _records(stack, study_id: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """The study's job record and its pieces' (by id), straight from Redis: runners included."""
     r = redis.Redis.from_url(stack.env["ATLAS_REDIS_URL"], decode_responses=True)

@@ -37,7 +37,8 @@ def test_rows_in_task_then_method_order_with_every_field():
     first = rows[0]
     assert first == {"task": "ioi", "method": "acdc", "circuit_id": "S.ioi.acdc", "threshold": 0.01,
                      "cpr": 0.8, "cmd": 0.3, "n_edges": 1, "faithfulness": pytest.approx(0.75),
-                     "faithfulness_search": pytest.approx(0.75)}
+                     "faithfulness_search": pytest.approx(0.75), "stability_orders": None,
+                     "stability_prompts": None}
     assert summary["circuits"] == ["S.ioi.acdc", "S.ioi.eap", "S.ioi.eap.t0.1", "S.induction.acdc",
                                    "S.induction.eap", "S.induction.eap.t0.1"]
     json.dumps(summary)  # JSON-ready: the graph store keeps it as text
@@ -69,3 +70,17 @@ def test_render_shows_the_method_by_task_table_and_the_means():
     assert any(line.split()[:4] == ["eap", "0.900", "/", "0.100"] and line.split()[-3:] == ["-", "/", "-"]
                for line in lines), text
     assert any(line.split()[:3] == ["acdc", "0.700", "0.400"] for line in lines), text  # the mean row
+
+
+def test_stability_is_summarised_when_the_study_scored_it():
+    import dataclasses
+
+    pieces = _pieces()
+    assert "stability" not in render_summary(summarize("multitask", TASKS, METHODS, pieces))
+    score = {"orders": {"jaccard_mean": 0.625}, "prompts": {"jaccard_mean": 0.5}}
+    pieces[0] = dataclasses.replace(pieces[0], circuit=dataclasses.replace(pieces[0].circuit, stability=score))
+    summary = summarize("multitask", TASKS, METHODS, pieces)
+    assert (summary["rows"][0]["stability_orders"], summary["rows"][0]["stability_prompts"]) == (0.625, 0.5)
+    text = render_summary(summary)
+    assert "stability: mean Jaccard" in text
+    assert any(line.split()[:4] == ["acdc", "0.625", "/", "0.500"] for line in text.splitlines()), text

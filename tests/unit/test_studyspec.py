@@ -62,6 +62,8 @@ def test_the_chosen_point_and_the_grid():
     ({"n_prompts": 1}, "n_prompts", "greater than or equal"),
     ({"ablation": "loud"}, "ablation", "unknown ablation"),
     ({"metric": "kl"}, "metric", "Extra inputs"),
+    ({"edge_order": "backwards"}, "edge_order", "random:<seed>"),
+    ({"stability": 21}, "stability", "less than or equal to 20"),
 ])
 def test_errors_name_the_field_and_the_fix(changes, field, words):
     where, message = _error(**changes)

@@ -60,6 +60,17 @@ def test_discover_sweep_circuits_equal_discover(multitask, method):
         assert math.isclose(circuit.metrics.faithfulness, alone.metrics.faithfulness, abs_tol=1e-5)
 
 
+def test_discover_sweep_in_another_order_runs_each_threshold(multitask):
+    """The shared ACDC search visits edges in our order only; another order still sweeps, a run per
+    threshold, each equal to discover() in that order."""
+    request = DiscoveryRequest(model="multitask", task="ioi", n_prompts=8, device="cpu", edge_order="random:2")
+    grid = [0.1, 0.01]
+    for threshold, circuit in zip(grid, discover_sweep(request, grid, model=multitask), strict=True):
+        alone = discover(DiscoveryRequest(**{**request.__dict__, "threshold": threshold}), model=multitask)
+        assert {e.name for e in circuit.edges} == {e.name for e in alone.edges}, threshold
+        assert circuit.provenance.params["edge_order"] == "random:2"
+
+
 @pytest.mark.parametrize(("grid", "message"), [
     ([], "at least one"), ([0.01, -1.0], "> 0"), ([0.01, float("nan")], "> 0"),
     ([0.01, 0.01], "repeats"),
