@@ -21,7 +21,7 @@ from discovery.circuit import Circuit, Node
 from discovery.evaluate import evaluate
 from discovery.graph import Graph
 from discovery.models import LoadedModel, load_model
-from discovery.orders import check_order, describe, order_names, order_sha256
+from discovery.orders import check_order, describe, order_sha256
 from discovery.problem import Problem
 from discovery.prune import prune_edges
 from discovery.tasks import get_task
@@ -266,16 +266,6 @@ def _neurons(problem: Problem, mask: torch.Tensor, names: set[str], request: Dis
         kept = neuron_circuit(problem, mask.to(problem.ablation.device), layer, share=request.neuron_share)
         found += [Node.parse(f"m{layer}.n{i}", score=s) for i, s in zip(kept.neurons, kept.scores, strict=True)]
     return tuple(found)
-
-
-def edge_order_names(graph: Graph, order: str = "ours") -> list[str]:
-    """Every edge name in ACDC's visiting order ``order`` (:mod:`discovery.orders`), a tie set once."""
-    return order_names(graph, order)
-
-
-def edge_order_sha256(graph: Graph, order: str = "ours") -> str:
-    """sha256 of :func:`edge_order_names` joined by newlines: a second tool checks its order by it."""
-    return order_sha256(graph, order)
 
 
 def _version(package: str) -> str:

@@ -4,9 +4,17 @@ worker. Imports no torch: the catalog of models, tasks and methods is read witho
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from discovery.catalog import ABLATIONS, METHODS, shipped_models, unsupported_architecture
 from discovery.orders import check_order
@@ -61,6 +69,15 @@ def known_model(value: str) -> str:
     return value
 
 
+#: ACDC's edge order (discovery.orders), shared by every spec that runs a search.
+EdgeOrder = Annotated[str, Field(max_length=40, description="ACDC's edge order: ours, auto-circuit "
+                                 "(as auto_circuit visits them) or random:<seed>"), AfterValidator(check_order)]
+#: Stability re-runs of each kind (discovery.stability): 0 for none.
+Stability = Annotated[int, Field(ge=0, le=MAX_STABILITY, description="also score the circuit's stability: "
+                                 "this many re-runs under random edge orders and as many on other prompts "
+                                 f"(0: none; at most {MAX_STABILITY}, each a full search)")]
+
+
 class JobSpec(BaseModel):
     """One discovery job. ``task`` is a built-in task name or a custom task inline, in the
     custom-task JSON format (``{"name", "metric", "pairs": [...]}``)."""
@@ -91,16 +108,8 @@ class JobSpec(BaseModel):
     max_batch_memory: int | None = Field(
         None, ge=1_000_000, description="bytes one batched pass may use (EAP-IG's steps x prompts, "
         "ACDC's variants are split to fit); default: half the worker's available memory")
-    edge_order: str = Field("ours", max_length=40, description="ACDC's edge order: ours, auto-circuit "
-                            "(as auto_circuit visits them) or random:<seed>")
-    stability: int = Field(0, ge=0, le=MAX_STABILITY, description="also score the circuit's stability: "
-                           "this many re-runs under random edge orders and as many on other prompts "
-                           f"(0: none; at most {MAX_STABILITY}, each a full search)")
-
-    @field_validator("edge_order")
-    @classmethod
-    def _known_order(cls, value: str) -> str:
-        return check_order(value)
+    edge_order: EdgeOrder = "ours"
+    stability: Stability = 0
 
     @model_validator(mode="before")
     @classmethod

@@ -16,13 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from discovery.catalog import ABLATIONS, METHODS, model_summary
 from discovery.curves import MIB_FRACTIONS, check_fractions
-from discovery.orders import check_order
 from discovery.tasks import TASKS
 from workers.jobspec import (
     MAX_SEED,
-    MAX_STABILITY,
     MAX_THRESHOLD,
     Device,
+    EdgeOrder,
+    Stability,
     _echo,
     known_model,
     one_of,
@@ -78,16 +78,8 @@ class StudySpec(BaseModel):
     seed: int = Field(0, ge=0, le=MAX_SEED, description="the search's prompts; the curve's use seed + 1")
     ablation: str = Field("corrupt", max_length=40, description=f"one of {', '.join(ABLATIONS)}")
     device: Device = "auto"
-    edge_order: str = Field("ours", max_length=40, description="ACDC's edge order: ours, auto-circuit "
-                            "or random:<seed> (discovery.orders)")
-    stability: int = Field(0, ge=0, le=MAX_STABILITY, description="also score each chosen circuit's "
-                           "stability: this many re-runs under random edge orders and as many on "
-                           "other prompts (0: none)")
-
-    @field_validator("edge_order")
-    @classmethod
-    def _known_order(cls, value: str) -> str:
-        return check_order(value)
+    edge_order: EdgeOrder = "ours"
+    stability: Stability = 0
 
     @model_validator(mode="before")
     @classmethod

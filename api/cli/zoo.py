@@ -128,9 +128,10 @@ def _export_request(args: argparse.Namespace):
 
 
 def run_tasks_export(args: argparse.Namespace) -> int:
-    from discovery.discover import EDGE_ORDERS, edge_order_names, task_data
+    from discovery.discover import EDGE_ORDERS, task_data
     from discovery.graph import Graph
     from discovery.models import load_model
+    from discovery.orders import order_names
     from discovery.tasks.export import export_task
     from discovery.tasks.tokens import tokenize_task
 
@@ -146,7 +147,7 @@ def run_tasks_export(args: argparse.Namespace) -> int:
                 f"the pairs drawn ({data.dataset_hash[:12]}) are not the circuit's "
                 f"({circuit.provenance.dataset_hash[:12]}): check --model, --task, --n-prompts, --seed")
         if circuit.provenance.edge_order and circuit.graph and circuit.provenance.method in EDGE_ORDERS:
-            names = edge_order_names(Graph(circuit.graph), circuit.provenance.params.get("edge_order", "ours"))
+            names = order_names(Graph(circuit.graph), circuit.provenance.params.get("edge_order", "ours"))
             order = {"name": circuit.provenance.edge_order,
                      "sha256": circuit.provenance.edge_order_sha256, "edges": names}
     export = export_task(batch, model.tokenizer, model=model.name, n_prompts=n, seed=seed,

@@ -10,10 +10,11 @@ import json
 import pytest
 
 from discovery.circuit import Circuit, Metrics
-from discovery.discover import DiscoveryRequest, build_problem, discover, edge_order_names, task_data
+from discovery.discover import DiscoveryRequest, build_problem, discover, task_data
 from discovery.evaluate import metric_of
 from discovery.graph import Graph
 from discovery.models import load_model
+from discovery.orders import order_names
 from discovery.tasks.custom import parse_custom_task
 from discovery.tasks.export import dataset_of
 from discovery.tasks.tokens import tokenize_task, tokenizer_sha256
@@ -76,7 +77,7 @@ def test_acdc_provenance_records_what_a_second_tool_needs(acdc, model):
     assert p.tokenizer_sha256 == tokenizer_sha256(model.tokenizer) and len(p.tokenizer_sha256) == 64
     assert p.dataset_hash == task_data("ioi", model, N, SEED).dataset_hash
     assert p.edge_order.startswith("receivers reverse-topological")
-    names = edge_order_names(Graph(circuit.graph))
+    names = order_names(Graph(circuit.graph))
     assert names[0].endswith("->logits") and len(names) == p.params["edges_total"]
     assert p.edge_order_sha256 == hashlib.sha256("\n".join(names).encode()).hexdigest()
 
