@@ -59,6 +59,14 @@ def kl(final: Tensor, answers: Tensor, wrongs: Tensor, reference: Tensor | None 
     return (ref.exp() * (ref - final.log_softmax(-1))).sum(-1)
 
 
+def kl_to(reference: tuple[Tensor, Tensor], final: Tensor) -> Tensor:
+    """:func:`kl` from the reference's log-probabilities and probabilities ``[B, vocab]`` (computed
+    once) to logits ``[V, B, vocab]`` -> ``[V, B]``: the same values, without re-normalising the
+    reference for every variant."""
+    logp, p = reference
+    return (p * (logp - final.log_softmax(-1))).sum(-1)
+
+
 def answer_mass(final: Tensor, answers: Tensor) -> Tensor:
     """Total probability on the answers."""
     probs, mask = _gather(final.softmax(-1), answers)

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from discovery.graph import Graph
-from discovery.metrics import METRICS, final_logits
-from discovery.patching import Weights, clean_outputs, forward_from, patched_forward
-from discovery.suffix import Receiver, SuffixContext
+from discovery.metrics import METRICS, final_logits, kl_to
+from discovery.patching import Weights, clean_outputs, forward_from, free_bias, patched_forward, unembed
+from discovery.suffix import NodeCache, Receiver, SuffixContext
 from discovery.tasks.tokens import TokenizedTask
 
 Ablation = Literal["corrupt", "mean", "zero"]
@@ -35,6 +35,7 @@ class Problem:
     full_value: Tensor | None = None  # [1] the metric of the full model
     forward_passes: int = 0  # prompt batches run so far (each variant counts once)
     _suffix: SuffixContext | None = field(default=None, repr=False)
+    _reference_lp: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, weights: Weights, graph: Graph, batch: TokenizedTask, *, metric: str,
@@ -67,9 +68,18 @@ class Problem:
         b = len(self.batch)
         v = final.shape[0] // b
         final = final.float()
+        if (metric or self.metric) == "kl":  # the reference's log-probabilities once, not per variant
+            return kl_to(self._reference_logprobs(), final.view(v, b, -1)).mean(1)
         values = METRICS[metric or self.metric](final, self.batch.answers.repeat(v, 1),
                                       self.batch.wrongs.repeat(v, 1), self.reference.repeat(v, 1).float())
         return values.view(v, b).mean(1)
+
+    def _reference_logprobs(self) -> tuple[Tensor, Tensor]:
+        """The full model's next-token log-probabilities ``[B, vocab]`` and probabilities."""
+        if self._reference_lp is None:
+            logp = self.reference.float().log_softmax(-1)
+            self._reference_lp = logp, logp.exp()
+        return self._reference_lp
 
     def loss(self, logits: Tensor) -> Tensor:
         """[V] losses from full logits ``[V*B, P, vocab]``: 0 for the full model."""
@@ -92,6 +102,15 @@ class Problem:
                                      mask).logits
         return self.loss(logits)[0]
 
+    def run_cached(self, mask: Tensor, cache: NodeCache) -> Tensor:
+        """Loss of the circuit ``mask`` from its node outputs ``cache`` (current for every node):
+        only the logits' input and the unembedding, at each prompt's last position."""
+        self.forward_passes += 1
+        with torch.no_grad():
+            final = self.suffix.node_inputs(cache, mask, [self.graph.n_inputs - 1])[0]
+            final = final + free_bias(self.weights, self.graph.shape.n_layers, 2)
+            return self.loss_at_final(unembed(self.weights, final_logits(final, self.batch.last)))[0]
+
     @property
     def suffix(self) -> SuffixContext:
         """Constants of fast ACDC's suffix passes (built on first use)."""
@@ -100,11 +119,11 @@ class Problem:
                 self._suffix = SuffixContext(self.weights, self.graph, self.ablation, self.batch.last)
         return self._suffix
 
-    def receiver(self, k: int, mask: Tensor, outputs: Tensor) -> Receiver:
-        """What the variants of input ``k`` share (:mod:`discovery.suffix`); ``outputs`` must be
+    def receiver(self, k: int, mask: Tensor, cache: NodeCache) -> Receiver:
+        """What the variants of input ``k`` share (:mod:`discovery.suffix`); ``cache`` must be
         current for every node, and only column ``k`` of ``mask`` may change while it is used."""
         with torch.no_grad():
-            return Receiver(self.suffix, outputs, mask, k)
+            return Receiver(self.suffix, cache, mask, k)
 
     def run_variants(self, receiver: Receiver, columns: Tensor) -> Tensor:
         """Losses ``[V]`` of variants that differ only in the receiver's input, whose senders are

@@ -25,7 +25,7 @@ from discovery.algorithms.base import AlgorithmConfig, AlgorithmResult, Progress
 from discovery.memory import batch_budget, bytes_per_row, halving, rows_that_fit
 from discovery.orders import edge_order
 from discovery.problem import Problem
-from discovery.suffix import refresh_after
+from discovery.suffix import NodeCache, refresh_after
 
 #: Bounds on variants per batched pass: chains start short (a kept edge wastes the rest of the
 #: chain) and double while every edge in them is removed; memory grows with the upper bound.
@@ -48,7 +48,7 @@ def max_chain(problem: Problem, config: AlgorithmConfig) -> int:
     return rows_that_fit(budget, variant, MAX_CHAIN)
 
 
-def _refresh_if_complete(problem: Problem, outputs: torch.Tensor, mask: torch.Tensor,
+def _refresh_if_complete(problem: Problem, cache: NodeCache, mask: torch.Tensor,
                          tie: tuple[int, ...]) -> None:
     """Once every input of a node is decided (a head's q is its last, in reverse order), bring the
     cache up to date: that node and whatever reads it through kept edges. A tie set shared by
@@ -58,7 +58,7 @@ def _refresh_if_complete(problem: Problem, outputs: torch.Tensor, mask: torch.Te
     inp = graph.inputs[tie[0]]
     if inp.input in ("q", "mlp") or len(tie) > 1:
         with torch.no_grad():
-            refresh_after(problem.suffix, outputs, mask, [graph.inputs[k].node for k in tie])
+            refresh_after(problem.suffix, cache, mask, [graph.inputs[k].node for k in tie])
 
 
 def _visits(order: list[tuple[int, int]]) -> list[tuple[int, list[int]]]:
@@ -73,10 +73,36 @@ def _visits(order: list[tuple[int, int]]) -> list[tuple[int, list[int]]]:
     return visits
 
 
-def _refresh(problem: Problem, outputs: torch.Tensor, mask: torch.Tensor, stale: set[int]) -> None:
+def _refresh(problem: Problem, cache: NodeCache, mask: torch.Tensor, stale: set[int]) -> None:
     """Recompute the cached outputs of the ``stale`` nodes and whatever reads them."""
     with torch.no_grad():
-        refresh_after(problem.suffix, outputs, mask, [problem.graph.upstream[u] for u in sorted(stale)])
+        refresh_after(problem.suffix, cache, mask, [problem.graph.upstream[u] for u in sorted(stale)])
+
+
+def _by_owner(graph, visits: list[tuple[int, list[int]]]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """Consecutive visits whose receivers have the same owners (a head's v, k and q, a tie set's
+    heads) as one: ``(ks, pairs)``, the receiver inputs and the edges in visiting order as
+    (index into ``ks``, sender). One receiver plan serves them all, so a chain of variants runs
+    across them."""
+    groups: list[tuple[list[int], list[tuple[int, int]]]] = []
+    owners_of = lambda k: tuple(sorted(graph.owner[i] for i in graph.tie_of(k)))  # noqa: E731
+    for k, senders in visits:
+        if not (groups and owners_of(groups[-1][0][0]) == owners_of(k) and graph.owner[k] >= 0):
+            groups.append(([], []))
+        ks, pairs = groups[-1]
+        if k not in ks:  # other orders may come back to an input after another one
+            ks.append(k)
+        pairs += [(ks.index(k), u) for u in senders]
+    return groups
+
+
+def _pair_chain(mask: torch.Tensor, ks: list[int], pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """``[len(pairs), U, len(ks)]``: row j is the receiver columns ``mask[:, ks]`` with the edges
+    ``pairs[:j + 1]`` (slot, sender) removed."""
+    rows = mask[:, ks].repeat(len(pairs), 1, 1)
+    for j, (s, u) in enumerate(pairs):
+        rows[j:, u, s] = False
+    return rows
 
 
 def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = None, *,
@@ -86,37 +112,38 @@ def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = N
     graph = problem.graph
     mask = graph.valid().to(problem.ablation.device) if start_mask is None else start_mask.clone()
     scores = torch.full(mask.shape, math.nan)
-    outputs = problem.outputs_of(mask)  # valid for every node outside ``stale``
-    current = problem.run(mask).item()  # the loss of the circuit as it stands
-    visits = _visits(edge_order(graph, config.edge_order))
-    total, done = sum(1 for k, senders in visits for u in senders if mask[u, k]), 0
+    cache = NodeCache(problem.outputs_of(mask), problem.ablation)  # valid outside ``stale``
+    current = problem.run_cached(mask, cache).item()  # the loss of the circuit as it stands
+    groups = _by_owner(graph, _visits(edge_order(graph, config.edge_order)))
+    total = sum(1 for ks, pairs in groups for s, u in pairs if mask[u, ks[s]])
+    done = 0
     most = max_chain(problem, config)  # variants per pass; lowered if CUDA runs out of memory
     # Nodes whose inputs changed since their output was cached. A visit recomputes its own
     # receiver's owners (and what they reach), so their staleness may wait; any other stale
     # node is refreshed first. In our order that is once per node, after its last input.
     stale: set[int] = set()
-    for k, senders in visits:
-        tie = graph.tie_of(k)
-        columns, owners = list(tie), {graph.owner[i] for i in tie} - {-1}
-        pending = [u for u in senders if mask[u, k]]  # edges already out are not revisited
+    for ks, pairs in groups:
+        tie = graph.tie_of(ks[0])
+        owners = {graph.owner[i] for i in tie} - {-1}
+        pending = [(s, u) for s, u in pairs if mask[u, ks[s]]]  # edges already out are not revisited
         if not pending:
             continue
         if stale - owners:
-            _refresh(problem, outputs, mask, stale)
+            _refresh(problem, cache, mask, stale)
             stale = set()
         chain = min(MIN_CHAIN, most)
-        receiver = problem.receiver(k, mask, outputs)
+        receiver = problem.receiver(ks, mask, cache)
         while pending:
             asked = min(chain, len(pending))
-            losses = halving(lambda n, rx=receiver, col=mask[:, k], todo=pending:
-                             problem.run_variants(rx, _chain(col, todo[:n])), asked).tolist()
-            senders_done = pending[:len(losses)]
+            losses = halving(lambda n, rx=receiver, ks=ks, todo=pending:
+                             problem.run_variants(rx, _pair_chain(mask, ks, todo[:n])), asked).tolist()
             if len(losses) < asked:  # halved after an out-of-memory error: stay at that size
                 most = len(losses)
             chain = min(2 * chain, most)
-            for j, u in enumerate(senders_done):
+            for j, (s, u) in enumerate(pending[:len(losses)]):
                 # NaN: the receiver reaches nothing, so removing the edge changes nothing.
                 delta = 0.0 if losses[j] != losses[j] else losses[j] - current
+                columns = list(graph.tie_of(ks[s]))
                 scores[u, columns] = delta
                 pending.pop(0)
                 done += 1
@@ -130,6 +157,6 @@ def run(problem: Problem, config: AlgorithmConfig, progress: Progress | None = N
                 progress(done, total)
         stale |= owners
         if len(tie) > 1:  # a tie set's owners: the next receivers recompute one head only
-            _refresh(problem, outputs, mask, stale)
+            _refresh(problem, cache, mask, stale)
             stale = set()
     return AlgorithmResult(mask.cpu(), scores, {"forward_passes": problem.forward_passes})

@@ -25,7 +25,7 @@ from discovery.algorithms.acdc import MIN_CHAIN, _chain, _refresh_if_complete, m
 from discovery.algorithms.base import AlgorithmConfig, AlgorithmResult, Progress
 from discovery.memory import halving
 from discovery.problem import Problem
-from discovery.suffix import Receiver
+from discovery.suffix import NodeCache, Receiver
 
 
 @dataclass
@@ -34,7 +34,7 @@ class _Branch:
 
     members: list[int]
     mask: Tensor  # [U, I] bool
-    outputs: Tensor  # [U, B, P, D]: valid for every node before the receiver being visited
+    cache: NodeCache  # node outputs: valid for every node before the receiver being visited
     current: float  # the loss of the circuit as it stands
 
 
@@ -75,7 +75,8 @@ def sweep(problem: Problem, thresholds: Sequence[float], config: AlgorithmConfig
     graph = problem.graph
     mask = graph.valid().to(problem.ablation.device) if start_mask is None else start_mask.clone()
     order = sorted(range(len(grid)), key=lambda i: grid[i])  # members ascend: a split is a cut
-    branches = [_Branch(order, mask, problem.outputs_of(mask), problem.run(mask).item())]
+    cache = NodeCache(problem.outputs_of(mask), problem.ablation)
+    branches = [_Branch(order, mask, cache, problem.run_cached(mask, cache).item())]
     scores = torch.full((len(grid), *mask.shape), math.nan)
     most = max_chain(problem, config)
     leaders = graph.leaders().to(mask.device)
@@ -90,7 +91,7 @@ def sweep(problem: Problem, thresholds: Sequence[float], config: AlgorithmConfig
             visits += new
             forks += len(new)
         for b in branches:
-            _refresh_if_complete(problem, b.outputs, b.mask, tie)
+            _refresh_if_complete(problem, b.cache, b.mask, tie)
         branches, merged = _merge(branches)
         merges += merged
         done += int((mask[:, k] & leaders[k]).sum()) if start_mask is not None else graph.n_avail[k]
@@ -103,7 +104,7 @@ def sweep(problem: Problem, thresholds: Sequence[float], config: AlgorithmConfig
 def _start(problem: Problem, branch: _Branch, k: int) -> _Visit:
     # latest sender first, as a single run; edges already out are not revisited
     pending = [u for u in reversed(range(problem.graph.n_avail[k])) if branch.mask[u, k]]
-    receiver = problem.receiver(k, branch.mask, branch.outputs) if pending else None
+    receiver = problem.receiver(k, branch.mask, branch.cache) if pending else None
     return _Visit(branch, receiver, pending, MIN_CHAIN)
 
 
@@ -131,7 +132,7 @@ def _visit(problem: Problem, visit: _Visit, grid: list[float], scores: Tensor, c
                 visit.chain = MIN_CHAIN  # u stays; the rest of this chain assumed it gone: recompute
                 break
             if cut:  # the smaller thresholds keep u: they fork off, sharing the receiver
-                kept = _Branch(b.members[:cut], b.mask.clone(), b.outputs.clone(), b.current)
+                kept = _Branch(b.members[:cut], b.mask.clone(), b.cache.clone(), b.current)
                 forks.append(_Visit(kept, visit.receiver, list(visit.pending), MIN_CHAIN))
                 b.members = b.members[cut:]
             b.mask[u, columns] = False  # the chain assumed this: it stays valid
@@ -146,7 +147,7 @@ def _merge(branches: list[_Branch]) -> tuple[list[_Branch], int]:
     merged = 0
     for b in branches:
         same = next((o for o in kept if o.current == b.current and torch.equal(o.mask, b.mask)
-                     and torch.equal(o.outputs, b.outputs)), None)
+                     and torch.equal(o.cache.outputs, b.cache.outputs)), None)
         if same is None:
             kept.append(b)
         else:
