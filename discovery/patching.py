@@ -153,13 +153,28 @@ def forward_from(w: Weights, graph: Graph, tokens: Tensor, ablation: Tensor, mas
     Post-norm models (Gemma 2/3) mix each input through :class:`discovery.mixing.Mixer`: every
     receiver recomputes each attention layer's post-norm from its own mix of that layer's heads."""
     mix = mixer_of(w, graph)
+    n_layers, n_heads = graph.shape.n_layers, graph.shape.n_heads
+    up = 1 + start[0] * (n_heads + int(graph.shape.mlp))
+    if outputs is None:
+        first = embed(w, tokens)[None]
+        rows = first.new_empty if start == (0, 0) else first.new_zeros  # every row is written first
+        nodes = _Nodes(first, 1, lambda: rows(graph.n_upstream, *first.shape[1:]))
+        nodes.skip(up - 1)
+    else:
+        nodes = _Nodes(outputs, up, outputs.clone)
 
     def gather(ks: list[int], layer: int, stage: int) -> Tensor:
         n = graph.n_avail[ks[0]]
+        if mix.linear and (scale is None or bool((scale[:n] == 1).all())) \
+                and (override is None or override[0] not in ks) and bool((mask[:n, ks] == 1).all()):
+            # Every edge into these inputs kept: each is the residual stream, as in the model
+            # itself; one sum, broadcast over the inputs ([1, B, P, D]), not one per input.
+            return nodes.residual(n)[None] + free_bias(w, layer, stage)
+        out = nodes.tensor()
         if mix.linear:
-            x = node_inputs(outputs, ablation, mask, ks, n, scale=scale)
+            x = node_inputs(out, ablation, mask, ks, n, scale=scale)
         else:
-            x = mix.inputs(outputs, ablation, mask, ks, n, scale=scale,
+            x = mix.inputs(out, ablation, mask, ks, n, scale=scale,
                            pre_deltas=(pre_deltas or {}).get((layer, stage)))
         return x + free_bias(w, layer, stage)
 
@@ -171,28 +186,79 @@ def forward_from(w: Weights, graph: Graph, tokens: Tensor, ablation: Tensor, mas
             x = x + deltas[stage_key]
         return x
 
-    n_layers, n_heads = graph.shape.n_layers, graph.shape.n_heads
-    if outputs is None:
-        outputs = torch.zeros_like(ablation)
-        outputs[0] = embed(w, tokens)
-    else:
-        outputs = outputs.clone()
-    up = 1 + start[0] * (n_heads + int(graph.shape.mlp))
     for layer in range(start[0], n_layers):
         if (layer, 0) >= start:
             ks = graph.inputs_of_layer(layer, 0)
             x = adjust(ks, gather(ks, layer, 0), (layer, 0))
-            x = x.view(n_heads, 3, *x.shape[1:])
-            outputs[up:up + n_heads] = heads_forward(w, layer, x[:, 0], x[:, 1], x[:, 2])
-        up += n_heads
+            if x.shape[0] == 1:  # one residual stream for every head's q, k and v
+                nodes.add(heads_forward(w, layer, x, x, x))
+            else:
+                x = x.view(n_heads, 3, *x.shape[1:])
+                nodes.add(heads_forward(w, layer, x[:, 0], x[:, 1], x[:, 2]))
+        else:
+            nodes.skip(n_heads)
         if graph.shape.mlp:
             ks = graph.inputs_of_layer(layer, 1)
             neuron = (neurons or {}).get(layer, (None, None))
-            outputs[up] = mlp_forward(w, layer, adjust(ks, gather(ks, layer, 1), (layer, 1))[0], *neuron)
-            up += 1
+            nodes.add(mlp_forward(w, layer, adjust(ks, gather(ks, layer, 1), (layer, 1))[0], *neuron)[None])
     k = graph.n_inputs - 1
     final = gather([k], n_layers, 2)
-    return PatchedRun(outputs, unembed(w, adjust([k], final, (n_layers, 2))[0]))
+    return PatchedRun(nodes.tensor(), unembed(w, adjust([k], final, (n_layers, 2))[0]))
+
+
+class _Nodes:
+    """A pass's node outputs ``[U, B, P, D]``, computed in forward order after a valid prefix.
+    Without autograd: rows of one tensor written in place. With it: blocks joined on demand, as
+    in-place writes into one big tensor make the backward build a full-size gradient for every
+    write (25 copies of ``[U, B, P, D]`` on GPT-2 small). The residual stream (the sum of the
+    first ``n`` outputs, ``n`` growing) is added up once, block by block."""
+
+    def __init__(self, source: Tensor, done: int, buffer):
+        """``source``'s first ``done`` rows are valid, later ones are read only by :meth:`skip`;
+        ``buffer()`` makes the in-place tensor (a clone of a given cache, or a new one)."""
+        self.source, self.done, self.n, self.total = source, done, 0, None
+        if torch.is_grad_enabled():
+            self.blocks: list[Tensor] | None = [source[:done]]
+        else:
+            self.blocks, self.buffer = None, buffer()
+            self.buffer[:done] = source[:done]
+
+    def add(self, block: Tensor) -> None:
+        """The next ``len(block)`` node outputs."""
+        if self.blocks is not None:
+            self.blocks.append(block)
+        else:
+            self.buffer[self.done:self.done + len(block)] = block
+        self.done += len(block)
+
+    def skip(self, rows: int) -> None:
+        """The next ``rows`` outputs are the source's own (a cached prefix, or rows written later)."""
+        cached = self.source[self.done:self.done + rows]
+        if len(cached) < rows:  # no cache given (a later start without one): zeros, as ever
+            cached = self.source.new_zeros(rows, *self.source.shape[1:])
+        if rows and self.blocks is not None:
+            self.blocks.append(cached)
+        elif rows:
+            self.buffer[self.done:self.done + rows] = cached
+        self.done += rows
+
+    def residual(self, n: int) -> Tensor:
+        """The sum of ``outputs[:n]`` ``[B, P, D]`` (``n`` at most the rows computed so far)."""
+        if n < self.n:  # an earlier prefix (not in forward order): sum it afresh
+            return self.tensor()[:n].sum(0)
+        if n > self.n:
+            more = self.tensor()[self.n:n].sum(0)
+            self.total = more if self.total is None else self.total + more
+            self.n = n
+        return self.total
+
+    def tensor(self) -> Tensor:
+        """The outputs ``[U, B, P, D]``; only the first rows computed so far are valid."""
+        if self.blocks is None:
+            return self.buffer
+        if len(self.blocks) > 1:
+            self.blocks = [torch.cat(self.blocks)]
+        return self.blocks[0]
 
 
 def clean_outputs(w: Weights, graph: Graph, tokens: Tensor) -> PatchedRun:

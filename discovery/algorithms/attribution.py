@@ -56,6 +56,10 @@ def input_gradients(problem: Problem, embed_mix: Tensor, steps: int, *,
     b, n = len(problem.batch), embed_mix.shape[0]
 
     def chunked(rows: int) -> Tensor:
+        if rows >= n:  # one chunk: the steps are blocks of B rows, in order
+            g = _row_gradients(problem, embed_mix, torch.arange(n, device=embed_mix.device) % b)
+            g = g if steps == 1 else g.unflatten(g.dim() - 3, (steps, b)).sum(g.dim() - 3)
+            return g if steps == 1 else g / steps
         total = None
         for a in range(0, n, rows):
             prompts = torch.arange(a, min(a + rows, n), device=embed_mix.device) % b
@@ -89,17 +93,21 @@ def _row_gradients(problem: Problem, embed_rows: Tensor, prompts: Tensor) -> Ten
     pre = {} if mix.linear else {
         key: {g.layer: zeros(len(ks)) for g in mix.groups(graph.n_avail[ks[0]]) if g.layer is not None}
         for key, ks in keys.items()}
-    outputs = torch.zeros(graph.n_upstream, *shape, device=device, dtype=dtype)
-    outputs[0] = embed_rows
     batch = problem.batch
+    # The batch itself when the rows are its prompts in order (EAP): no copy of the ablation.
+    whole = len(prompts) == len(batch) and bool((prompts == torch.arange(len(batch), device=device)).all())
+    tokens = batch.clean if whole else batch.clean[prompts]
+    ablation = problem.ablation if whole else problem.ablation[:, prompts]
     with torch.enable_grad():
-        run = forward_from(problem.weights, graph, batch.clean[prompts], problem.ablation[:, prompts],
-                           graph.valid().to(device), start=(0, 0), outputs=outputs, deltas=deltas,
-                           pre_deltas=pre or None)
+        run = forward_from(problem.weights, graph, tokens, ablation, graph.valid().to(device),
+                           start=(0, 0), outputs=embed_rows[None], deltas=deltas, pre_deltas=pre or None)
         final = run.logits[torch.arange(len(prompts), device=device), batch.last[prompts]].float()
         value = METRICS[gradient_metric(problem)](final, batch.answers[prompts], batch.wrongs[prompts],
                                                   None).sum()
         value.backward()
+    if mix.linear and [k for ks in keys.values() for k in ks] == list(range(graph.n_inputs)):
+        # each stage's inputs are consecutive: one concatenation, in input order
+        return torch.cat([deltas[key].grad.float() for key in keys])
     grads = torch.zeros(1 if mix.linear else 1 + graph.shape.n_layers, graph.n_inputs, *shape,
                         device=device)
     for key, ks in keys.items():
@@ -113,8 +121,8 @@ def edge_scores(problem: Problem, grads: Tensor) -> Tensor:
     """[U, I] estimated change of the metric when each edge is ablated (NaN where no edge), from
     :func:`input_gradients`' ``grads`` (post-norm models: each sender's row of them)."""
     diff = problem.ablation.float() - problem.clean.float()  # [U, B, P, D], fp32 as grads
-    if grads.dim() == 4:
-        scores = torch.einsum("ubpd,ibpd->ui", diff, grads) / len(problem.batch)
+    if grads.dim() == 4:  # one matrix product [U, BPD] x [BPD, I] (no permuted copies)
+        scores = diff.flatten(1) @ grads.flatten(1).T / len(problem.batch)
     else:  # post-norm: a head's edges go through its layer's norm, the rest straight in
         graph = problem.graph
         scores = torch.zeros(graph.n_upstream, graph.n_inputs, device=diff.device)
