@@ -16,7 +16,7 @@ Shapes: ``B`` batch, ``P`` positions, ``D`` d_model, ``U`` upstream nodes, ``I``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -96,12 +96,18 @@ def unembed(w: Weights, x: Tensor) -> Tensor:
     return w.unembed(x)
 
 
-@dataclass
 class PatchedRun:
-    """Everything one patched pass produced: node outputs ``[U, B, P, D]`` and logits."""
+    """Everything one patched pass produced: node outputs ``[U, B, P, D]`` (gathered on first
+    use: a gradient pass that reads only the logits never joins them) and logits."""
 
-    outputs: Tensor
-    logits: Tensor
+    def __init__(self, outputs: Callable[[], Tensor], logits: Tensor):
+        self._outputs, self.logits = outputs, logits
+
+    @property
+    def outputs(self) -> Tensor:
+        if callable(self._outputs):
+            self._outputs = self._outputs()
+        return self._outputs
 
 
 def free_bias(w: Weights, layer: int, stage: int) -> Tensor:
@@ -203,7 +209,7 @@ def forward_from(w: Weights, graph: Graph, tokens: Tensor, ablation: Tensor, mas
             nodes.add(mlp_forward(w, layer, adjust(ks, gather(ks, layer, 1), (layer, 1))[0], *neuron)[None])
     k = graph.n_inputs - 1
     final = gather([k], n_layers, 2)
-    return PatchedRun(nodes.tensor(), unembed(w, adjust([k], final, (n_layers, 2))[0]))
+    return PatchedRun(nodes.tensor, unembed(w, adjust([k], final, (n_layers, 2))[0]))
 
 
 class _Nodes:
@@ -247,10 +253,26 @@ class _Nodes:
         if n < self.n:  # an earlier prefix (not in forward order): sum it afresh
             return self.tensor()[:n].sum(0)
         if n > self.n:
-            more = self.tensor()[self.n:n].sum(0)
+            parts = [part.sum(0) for part in self._rows(self.n, n)]
+            more = parts[0]
+            for part in parts[1:]:
+                more = more + part
             self.total = more if self.total is None else self.total + more
             self.n = n
         return self.total
+
+    def _rows(self, a: int, b: int) -> list[Tensor]:
+        """Rows ``a:b`` as slices of the blocks that hold them (no concatenation: its backward
+        would build full-size gradients)."""
+        if self.blocks is None:
+            return [self.buffer[a:b]]
+        parts, start = [], 0
+        for block in self.blocks:
+            end = start + len(block)
+            if end > a and start < b:
+                parts.append(block[max(a - start, 0):min(b, end) - start])
+            start = end
+        return parts
 
     def tensor(self) -> Tensor:
         """The outputs ``[U, B, P, D]``; only the first rows computed so far are valid."""

@@ -50,6 +50,16 @@ def activation(name: str, x: Tensor) -> Tensor:
     return ACT2FN[name](x)
 
 
+def norm_each(norm, *xs: Tensor) -> list[Tensor]:
+    """``norm`` of each input, computed once per distinct tensor (a full-model pass gives every
+    head's q, k and v the same residual stream)."""
+    done: dict[int, Tensor] = {}
+    for x in xs:
+        if id(x) not in done:
+            done[id(x)] = norm(x)
+    return [done[id(x)] for x in xs]
+
+
 def project_heads(xs: tuple[Tensor, Tensor, Tensor], ws: tuple[Tensor, Tensor, Tensor],
                   bs: tuple[Tensor | None, Tensor | None, Tensor | None]) -> tuple[Tensor, Tensor, Tensor]:
     """Each head's normed q, k, v inputs ``[H, B, P, D]`` through its own ``[H, D, E]`` weights

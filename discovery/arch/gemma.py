@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from discovery.arch.base import Rotary, UnsupportedModelError, Weights, activation, stack
+from discovery.arch.base import Rotary, UnsupportedModelError, Weights, activation, norm_each, stack
 from discovery.arch.llama import _bias, _heads_in, grouped_qkv
 
 
@@ -278,7 +278,7 @@ class GemmaWeights(Weights):
 
     def project_qkv(self, layer, q_in, k_in, v_in, heads=slice(None), q_pos=None):
         norm = lambda x: gemma_rms_norm(x, self.ln1_w[layer], self.eps)  # noqa: E731
-        q, k, v = grouped_qkv(self, layer, (norm(q_in), norm(k_in), norm(v_in)), heads)
+        q, k, v = grouped_qkv(self, layer, tuple(norm_each(norm, q_in, k_in, v_in)), heads)
         if self.q_norm_w is not None:  # Gemma 3: per head over E, before rotary
             q = gemma_rms_norm(q, self.q_norm_w[layer], self.eps)
             k = gemma_rms_norm(k, self.k_norm_w[layer], self.eps)

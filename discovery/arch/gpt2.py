@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from discovery.arch.base import UnsupportedModelError, Weights, activation, layer_norm, stack
+from discovery.arch.base import UnsupportedModelError, Weights, activation, layer_norm, norm_each, stack
 
 
 @dataclass
@@ -112,9 +112,10 @@ class GPT2Weights(Weights):
 
     def project_qkv(self, layer, q_in, k_in, v_in, heads=slice(None), q_pos=None):
         ln = lambda x: layer_norm(x, self.ln1_w[layer], self.ln1_b[layer], self.eps)  # noqa: E731
-        q = torch.einsum("hbpd,hde->hbpe", ln(q_in), self.w_q[layer, heads]) + self.b_q[layer, heads][:, None, None]
-        k = torch.einsum("hbpd,hde->hbpe", ln(k_in), self.w_k[layer, heads]) + self.b_k[layer, heads][:, None, None]
-        v = torch.einsum("hbpd,hde->hbpe", ln(v_in), self.w_v[layer, heads]) + self.b_v[layer, heads][:, None, None]
+        q_in, k_in, v_in = norm_each(ln, q_in, k_in, v_in)
+        q = torch.einsum("hbpd,hde->hbpe", q_in, self.w_q[layer, heads]) + self.b_q[layer, heads][:, None, None]
+        k = torch.einsum("hbpd,hde->hbpe", k_in, self.w_k[layer, heads]) + self.b_k[layer, heads][:, None, None]
+        v = torch.einsum("hbpd,hde->hbpe", v_in, self.w_v[layer, heads]) + self.b_v[layer, heads][:, None, None]
         return q, k, v
 
     def mlp_activations(self, layer: int, x: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from discovery.arch.base import Rotary, Weights, activation, project_heads, rms_norm, stack
+from discovery.arch.base import Rotary, Weights, activation, norm_each, project_heads, rms_norm, stack
 
 
 def _heads_in(w: Tensor, n: int) -> Tensor:
@@ -186,7 +186,7 @@ class LlamaWeights(Weights):
 
     def project_qkv(self, layer, q_in, k_in, v_in, heads=slice(None), q_pos=None):
         norm = lambda x: rms_norm(x, self.ln1_w[layer], self.eps)  # noqa: E731
-        q, k, v = grouped_qkv(self, layer, (norm(q_in), norm(k_in), norm(v_in)), heads)
+        q, k, v = grouped_qkv(self, layer, tuple(norm_each(norm, q_in, k_in, v_in)), heads)
         n = k.shape[2]
         return self.rotary.apply(q, n, q_pos), self.rotary.apply(k, n, None), v
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from discovery.arch.base import Rotary, Weights, activation, layer_norm, project_heads, stack
+from discovery.arch.base import Rotary, Weights, activation, layer_norm, norm_each, project_heads, stack
 
 
 @dataclass
@@ -135,7 +135,7 @@ class NeoXWeights(Weights):
         ln = lambda x: layer_norm(x, self.ln1_w[layer], self.ln1_b[layer], self.eps)  # noqa: E731
         biases = ((None,) * 3 if self.b_q is None
                   else (self.b_q[layer, heads], self.b_k[layer, heads], self.b_v[layer, heads]))
-        q, k, v = project_heads((ln(q_in), ln(k_in), ln(v_in)),
+        q, k, v = project_heads(tuple(norm_each(ln, q_in, k_in, v_in)),
                                 (self.w_q[layer, heads], self.w_k[layer, heads], self.w_v[layer, heads]), biases)
         n = k.shape[2]
         return self.rotary.apply(q, n, q_pos), self.rotary.apply(k, n, None), v
