@@ -4,7 +4,8 @@ Knows Neo4j and :mod:`discovery.circuit`, nothing of torch. Every function takes
 argument; all Cypher lives in :mod:`graphstore.queries` and the schema is described in
 ``graphstore/SCHEMA.md``.
 
-- :mod:`graphstore.store`: write (one transaction per circuit), read, list, delete;
+- :mod:`graphstore.store`: write (one transaction per circuit), read, list, delete; the write
+  itself is :mod:`graphstore.writer`;
 - :mod:`graphstore.experiments`: competition experiments beside their circuits (one transaction
   each, replace-on-write), read back exactly, listed, deleted;
 - :mod:`graphstore.timelines`: circuit-formation timelines (a run, its checkpoint models, a

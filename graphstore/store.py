@@ -1,33 +1,41 @@
 """Write, read, list and delete circuits over a Neo4j driver passed in by the caller.
 
-One circuit is one write transaction: all of it lands or none of it does. Shared nodes (model,
-task, circuit, components) are MERGEd on their keys. A write first locks the circuit's node and
-clears the memberships and edges an earlier write of the same id left, then creates them anew in
-``UNWIND`` batches, and finally prunes components only the earlier version used. So a retried
-write (a re-delivered job) leaves exactly one copy, a corrected circuit written under the same id
-leaves nothing stale, and edges need no per-edge MERGE (which scans every FEEDS between two
-components, a cost that grows with the number of stored circuits).
+Writing lives in :mod:`graphstore.writer` (one transaction per circuit, replace-on-write; its
+names are re-exported here, where callers have always found them); this module reads, lists and
+deletes, and creates the schema.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from neo4j import Driver, ManagedTransaction, Record
 
-from discovery.circuit import Circuit, Edge, GraphShape, Metrics, Node, Provenance, mlp_name
+from discovery.circuit import Circuit, Edge, GraphShape, Metrics, Node, Provenance
 from graphstore import queries
+from graphstore.writer import (
+    BATCH,
+    WRITE_BATCH,
+    BatchCallback,
+    check_circuit,
+    circuit_props,
+    component_uid,
+    edge_weight,
+    prune,
+    write_circuit,
+    write_tx,
+)
 
-#: Rows per ``UNWIND`` statement.
-BATCH = 1000
+_circuit_props = circuit_props  # its name before graphstore.writer (tests/unit/test_dtype.py)
 
-#: Called inside the write transaction after each batch: ``(stage, rows done, rows total)``,
-#: stage one of ``components``, ``neurons``, ``edges``. Raising aborts the whole write.
-BatchCallback = Callable[[str, int, int], None]
+__all__ = [
+    "BATCH", "WRITE_BATCH", "BatchCallback", "CircuitSummary", "check_circuit", "circuit_from_record",
+    "circuit_props", "component_uid", "delete_circuit", "edge_weight", "ensure_schema",
+    "fetch_circuit", "list_circuits", "metrics_from_props", "ping", "read_circuit", "write_circuit",
+    "write_tx",
+]
 
 
 @dataclass(frozen=True)
@@ -49,221 +57,10 @@ class CircuitSummary:
     faithfulness_search: float | None = None  # None for circuits stored before it was kept
 
 
-def component_uid(model: str, name: str) -> str:
-    """The key of a component shared by every circuit of ``model``: ``"<model>/a3.h5"``."""
-    return f"{model}/{name}"
-
-
 def ensure_schema(driver: Driver, *, database: str) -> None:
     """Create constraints and indexes if they do not exist (idempotent)."""
     for statement in queries.SCHEMA:
         driver.execute_query(statement, database_=database)
-
-
-def _chunks(rows: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
-def _check_score(score: object, where: str) -> None:
-    if score is None:
-        return
-    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
-        raise ValueError(f"circuit {where}: score {score!r} is not a finite number; use a float or null")
-
-
-def check_circuit(circuit: Circuit) -> None:
-    """Raise ValueError naming the field when ``circuit`` cannot be stored faithfully.
-
-    Node fields must agree with the node's name (they become the shared component's properties
-    and its label), edge inputs must suit their receiver, names must not repeat, scores must be
-    finite numbers or null."""
-    if not circuit.id or not isinstance(circuit.id, str):
-        raise ValueError("circuit id: must be a non-empty string")
-    for field in ("model", "task", "method"):
-        if not getattr(circuit.provenance, field):
-            raise ValueError(f"circuit {circuit.id}: provenance.{field} is empty; name the {field}")
-    seen: set[str] = set()
-    for node in circuit.nodes:
-        try:
-            parsed = Node.parse(node.name, score=node.score)
-        except ValueError as exc:
-            raise ValueError(f"circuit {circuit.id}: {exc}") from None
-        if parsed != node:
-            raise ValueError(
-                f"circuit {circuit.id}: node {node.name!r} has kind/layer/head/neuron "
-                f"{(node.kind, node.layer, node.head, node.neuron)}, but its name means "
-                f"{(parsed.kind, parsed.layer, parsed.head, parsed.neuron)}; fix the node's fields"
-            )
-        if node.name in seen:
-            raise ValueError(f"circuit {circuit.id}: node {node.name!r} is listed twice")
-        seen.add(node.name)
-        _check_score(node.score, f"{circuit.id}: node {node.name}")
-    keys: set[tuple[str, str, str]] = set()
-    for edge in circuit.edges:
-        try:
-            parsed_edge = Edge.parse(edge.name, score=edge.score)
-        except ValueError as exc:
-            raise ValueError(f"circuit {circuit.id}: edge {edge.src}->{edge.dst} ({edge.input}): {exc}") from None
-        if (parsed_edge.src, parsed_edge.dst, parsed_edge.input) != (edge.src, edge.dst, edge.input):
-            raise ValueError(f"circuit {circuit.id}: edge {edge.name!r} has input {edge.input!r}, "
-                             f"but its receiver takes {parsed_edge.input!r}")
-        key = (edge.src, edge.dst, edge.input)
-        if key in keys:
-            raise ValueError(f"circuit {circuit.id}: edge {edge.name!r} is listed twice")
-        keys.add(key)
-        _check_score(edge.score, f"{circuit.id}: edge {edge.name}")
-
-
-def edge_weight(score: float | None) -> float:
-    """The weight of an edge in score-weighted overlaps: ``abs(score)``, 1.0 when unscored."""
-    return 1.0 if score is None else abs(score)
-
-
-def _no_nulls(props: dict[str, Any]) -> dict[str, Any]:
-    # ``SET n += {k: null}`` would delete k; a missing value must not erase a known one.
-    return {k: v for k, v in props.items() if v is not None}
-
-
-def _circuit_props(circuit: Circuit) -> dict[str, Any]:
-    p, m, g = circuit.provenance, circuit.metrics, circuit.graph
-    return _no_nulls({
-        "id": circuit.id,
-        "method": p.method,
-        "threshold": p.threshold,
-        "metric": m.name,
-        "metric_full": m.full,
-        "metric_empty": m.empty,
-        "metric_circuit": m.circuit,
-        "faithfulness": m.faithfulness_task,
-        "faithfulness_task": m.faithfulness_task,
-        "search_metric": m.search_metric,
-        "search_full": m.search_full,
-        "search_empty": m.search_empty,
-        "search_circuit": m.search_circuit,
-        "faithfulness_search": m.faithfulness_search,
-        "n_nodes": len(circuit.nodes),
-        "n_edges": len(circuit.edges),
-        "score_mass": sum(edge_weight(e.score) for e in circuit.edges),
-        "created_at": p.created_at,
-        "device": p.device,
-        "seed": p.seed,
-        "model_sha256": p.model_sha256,
-        "dataset_hash": p.dataset_hash,
-        "graph_n_layers": g.n_layers if g else None,
-        "graph_n_heads": g.n_heads if g else None,
-        "graph_mlp": g.mlp if g else None,
-        "graph_parallel": g.parallel if g else None,
-        "graph_kv_groups": g.kv_groups if g else None,  # None: k/v inputs per query head
-        "architecture": p.architecture or None,
-        "dtype": p.dtype,
-        # Maps are not Neo4j property values: they travel as JSON text, keys in their own order.
-        "params": json.dumps(p.params),
-        "versions": json.dumps(p.versions),
-        "provenance": json.dumps(circuit.to_dict()["provenance"]),
-        "edge_scores": json.dumps(circuit.edge_scores),
-        # the faithfulness curve and stability as JSON, their headline numbers as properties
-        # Cypher can filter and sort on
-        "curve": json.dumps(circuit.curve) if circuit.curve is not None else None,
-        "cpr": (circuit.curve or {}).get("cpr"),
-        "cmd": (circuit.curve or {}).get("cmd"),
-        "stability": json.dumps(circuit.stability) if circuit.stability is not None else None,
-        "stability_orders": (circuit.stability or {}).get("orders", {}).get("jaccard_mean"),
-        "stability_prompts": (circuit.stability or {}).get("prompts", {}).get("jaccard_mean"),
-    })
-
-
-def _owner_props(circuit: Circuit) -> tuple[dict[str, Any], dict[str, Any]]:
-    p, g = circuit.provenance, circuit.graph
-    model = _no_nulls({"id": p.model, "name": p.model, "sha256": p.model_sha256 or None,
-                       "n_layers": g.n_layers if g else None, "n_heads": g.n_heads if g else None,
-                       "mlp": g.mlp if g else None, "d_mlp": p.params.get("d_mlp")})
-    task = _no_nulls({"id": p.task, "name": p.task, "metric": circuit.metrics.name})
-    return model, task
-
-
-def _component_rows(circuit: Circuit) -> dict[str, list[dict[str, Any]]]:
-    model = circuit.provenance.model
-    rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in queries.KIND_LABELS}
-    for order, n in enumerate(circuit.nodes):
-        rows[n.kind].append({"uid": component_uid(model, n.name), "name": n.name, "model": model,
-                             "kind": n.kind, "layer": n.layer, "head": n.head, "neuron": n.neuron,
-                             "score": n.score, "order": order})
-    return rows
-
-
-def _write_components(tx: ManagedTransaction, circuit: Circuit, batch: int,
-                      tick: BatchCallback) -> None:
-    """Merge the circuit's components, include them, and link its neurons to their MLPs."""
-    model, done = circuit.provenance.model, 0
-    for kind, rows in _component_rows(circuit).items():
-        for chunk in _chunks(rows, batch):
-            tx.run(queries.merge_components(queries.KIND_LABELS[kind]), rows=chunk,
-                   circuit_id=circuit.id).consume()
-            done += len(chunk)
-            tick("components", done, len(circuit.nodes))
-    neurons = [
-        {"uid": component_uid(model, n.name), "mlp_uid": component_uid(model, mlp_name(n.layer)),
-         "mlp_name": mlp_name(n.layer), "model": model, "layer": n.layer}
-        for n in circuit.nodes if n.kind == "neuron" and n.layer is not None
-    ]
-    for start, chunk in enumerate(_chunks(neurons, batch)):
-        tx.run(queries.LINK_NEURONS, rows=chunk).consume()
-        tick("neurons", min((start + 1) * batch, len(neurons)), len(neurons))
-
-
-def _write_edges(tx: ManagedTransaction, circuit: Circuit, batch: int, tick: BatchCallback) -> None:
-    """Create the circuit's FEEDS; abort when a batch does not write every one of its rows."""
-    uids = [component_uid(circuit.provenance.model, n.name) for n in circuit.nodes]
-    index = {n.name: i for i, n in enumerate(circuit.nodes)}
-    # core: kept under every other edge order and prompt draw (discovery.stability); null unmeasured
-    listed = (circuit.stability or {}).get("core")
-    core = None if listed is None else set(listed)
-    edges = [[index[e.src], index[e.dst], e.input, e.score, order, None if core is None else e.name in core]
-             for order, e in enumerate(circuit.edges)]
-    done = 0
-    for chunk in _chunks(edges, batch):
-        written = tx.run(queries.CREATE_EDGES, rows=chunk, uids=uids,
-                         circuit_id=circuit.id).single()["written"]
-        if written != len(chunk):  # a component did not match: never store a partial circuit
-            raise RuntimeError(f"circuit {circuit.id}: wrote {written} of {len(chunk)} edges of a batch")
-        done += len(chunk)
-        tick("edges", done, len(edges))
-
-
-def _write_tx(tx: ManagedTransaction, circuit: Circuit, batch: int,
-              on_batch: BatchCallback | None) -> None:
-    """Everything of one circuit; safe to rerun (the driver retries transient failures)."""
-    tick = on_batch or (lambda stage, done, total: None)
-    earlier = tx.run(queries.LOCK_CIRCUIT, circuit_id=circuit.id).single()
-    tx.run(queries.CLEAR_EDGES, circuit_id=circuit.id).consume()
-    model_props, task_props = _owner_props(circuit)
-    tx.run(queries.MERGE_CIRCUIT, circuit_id=circuit.id, model=model_props, task=task_props,
-           circuit=_circuit_props(circuit)).consume()
-    _write_components(tx, circuit, batch, tick)
-    _write_edges(tx, circuit, batch, tick)
-    _prune(tx, earlier)  # what only the earlier version of this circuit used
-
-
-def write_circuit(driver: Driver, circuit: Circuit, *, database: str, batch: int = BATCH,
-                  on_batch: BatchCallback | None = None) -> str:
-    """Store ``circuit`` in one transaction, replacing any earlier write of its id; returns the id.
-
-    Safe to call twice: the second call leaves the store as the first did."""
-    check_circuit(circuit)
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    with driver.session(database=database) as session:
-        session.execute_write(_write_tx, circuit, batch, on_batch)
-    return circuit.id
-
-
-def _prune(tx: ManagedTransaction, record: Record) -> None:
-    """Delete the components, models and tasks in ``record`` that no circuit uses any more."""
-    for uids in (record["neurons"], record["others"]):
-        for chunk in _chunks(uids, BATCH):
-            tx.run(queries.PRUNE_COMPONENTS, uids=chunk).consume()
-    tx.run(queries.PRUNE_OWNERS, models=record["models"], tasks=record["tasks"]).consume()
 
 
 def _delete_tx(tx: ManagedTransaction, circuit_id: str) -> bool:
@@ -271,7 +68,7 @@ def _delete_tx(tx: ManagedTransaction, circuit_id: str) -> bool:
     record = tx.run(queries.DELETE_CIRCUIT, circuit_id=circuit_id).single()
     if record is None:
         return False
-    _prune(tx, record)
+    prune(tx, record)
     return True
 
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from neo4j import Driver, ManagedTransaction
 
 from discovery.circuit import Circuit
-from graphstore import queries
+from graphstore import queries, writer
 from graphstore import store as circuit_store
 
 #: Properties of the Run node besides its id (None values are left out).
@@ -97,7 +97,7 @@ def _run_props(run_id: str, timeline: TimelineLike, run: Mapping[str, Any] | Non
 def _write_tx(tx: ManagedTransaction, timeline_id: str, run_props: dict[str, Any],
               checkpoints: list[dict[str, Any]], timeline: TimelineLike, text: str, batch: int) -> None:
     for circuit in timeline.circuits.values():  # each exactly as write_circuit writes it
-        circuit_store._write_tx(tx, circuit, batch, None)
+        writer.write_tx(tx, circuit, batch, None)
     earlier = tx.run(queries.LOCK_TIMELINE, timeline_id=timeline_id).single()
     written = tx.run(queries.MERGE_RUN, run=run_props, checkpoints=checkpoints).single()["written"]
     if written != len(checkpoints):
@@ -114,7 +114,7 @@ def _write_tx(tx: ManagedTransaction, timeline_id: str, run_props: dict[str, Any
 
 def write_timeline(driver: Driver, timeline: TimelineLike, *, run_id: str, database: str,
                    timeline_id: str | None = None, run: Mapping[str, Any] | None = None,
-                   batch: int = circuit_store.BATCH) -> str:
+                   batch: int = writer.WRITE_BATCH) -> str:
     """Store ``timeline`` of run ``run_id`` in one transaction, replacing an earlier write of its
     id (default ``run_id``: one timeline per run; give ``timeline_id`` for several). ``run``:
     the Run node's ``recipe``, ``seed``, ``arch`` (and ``steps``, default the timeline's), e.g.
@@ -126,7 +126,7 @@ def write_timeline(driver: Driver, timeline: TimelineLike, *, run_id: str, datab
         raise ValueError(f"batch must be >= 1, got {batch}")
     checkpoints = _checkpoint_models(timeline, timeline_id)
     for circuit in timeline.circuits.values():
-        circuit_store.check_circuit(circuit)
+        writer.check_circuit(circuit)
     try:
         text = json.dumps(timeline.to_dict(), sort_keys=True)
     except (TypeError, ValueError) as exc:

@@ -63,6 +63,24 @@ DELETE f
 RETURN count(f) AS deleted
 """
 
+#: The earlier write's edges: how many, whether their orders are exactly 0..n-1, and at how many
+#: of the new version's ``$sample`` rows ``[order, source uid, receiver uid, input]`` (orders
+#: ``$positions``) they hold the same edge. The writer updates them in place (``UPDATE_EDGES``)
+#: when all do, else clears them first: replacing most edges row by row is slower than that.
+EDGE_LAYOUT = """
+MATCH (a)-[f:FEEDS {circuit: $circuit_id}]->(b)
+WITH f, CASE WHEN f.order IN $positions THEN [f.order, a.uid, b.uid, f.input] END AS probe
+RETURN count(f) AS n, count(DISTINCT f.order) AS orders, min(f.order) AS low, max(f.order) AS high,
+       count(CASE WHEN probe IN $sample THEN 1 END) AS same
+"""
+
+#: The earlier write's edges past the new version's last (``order >= $n``), after ``UPDATE_EDGES``.
+DROP_EDGES_FROM = """
+MATCH ()-[f:FEEDS {circuit: $circuit_id}]->()
+WHERE f.order >= $n
+DELETE f
+"""
+
 MERGE_CIRCUIT = """
 MERGE (m:Model {id: $model.id}) SET m += $model
 MERGE (t:Task {id: $task.id}) SET t += $task
@@ -100,18 +118,54 @@ SET mlp:MLP
 MERGE (n)-[:IN]->(mlp)
 """
 
-#: Edges as rows ``[source index, receiver index, input, score, order, core]`` into ``$uids`` (the
-#: circuit's components): a few hundred index seeks per batch instead of two per edge. When a
-#: uid does not match, no row is written and the writer's count check aborts the transaction.
+#: Edges as parallel lists (the driver packs each value in Python, so few values per edge):
+#: ``$keys[i]`` = ``(source index * size($uids) + receiver index) * size($inputs) + input
+#: index``, indices into ``$uids`` (the circuit's components, a few hundred index seeks per
+#: statement instead of two per edge) and ``$inputs``; ``$scores[i]``; ``$core[i]`` (``$core``
+#: null when unmeasured: ``null[i]`` is null, so no property); ``order`` is ``$offset + i``. When
+#: a uid does not match, no row is written and the writer's count check aborts the transaction.
 CREATE_EDGES = """
 UNWIND range(0, size($uids) - 1) AS i
 MATCH (n:Component {uid: $uids[i]})
 WITH i, n ORDER BY i
 WITH collect(n) AS ends
 WHERE size(ends) = size($uids)
-UNWIND $rows AS row
-WITH ends[row[0]] AS a, ends[row[1]] AS b, row
-CREATE (a)-[:FEEDS {circuit: $circuit_id, input: row[2], score: row[3], order: row[4], core: row[5]}]->(b)
+UNWIND range(0, size($keys) - 1) AS i
+WITH ends, i, $keys[i] / size($inputs) AS pair
+WITH ends[pair / size(ends)] AS a, ends[pair % size(ends)] AS b,
+     $inputs[$keys[i] % size($inputs)] AS input, i
+CREATE (a)-[:FEEDS {circuit: $circuit_id, input: input, score: $scores[i], order: $offset + i,
+                    core: $core[i]}]->(b)
+RETURN count(*) AS written
+"""
+
+#: ``CREATE_EDGES`` over an earlier write of the circuit whose orders are exactly 0..n-1 (see
+#: ``EDGE_LAYOUT``): the earlier FEEDS at the same order, between the same components with the
+#: same input, is kept and given the new score and core (setting an equal value writes nothing,
+#: so rewriting an unchanged circuit commits almost nothing: deleting and recreating 32k FEEDS
+#: cost a second); any other earlier FEEDS at that order is deleted and the edge created anew.
+UPDATE_EDGES = """
+UNWIND range(0, size($uids) - 1) AS i
+MATCH (n:Component {uid: $uids[i]})
+WITH i, n ORDER BY i
+WITH collect(n) AS ends
+WHERE size(ends) = size($uids)
+CALL () {
+  MATCH ()-[f:FEEDS {circuit: $circuit_id}]->()
+  WHERE $offset <= f.order < $offset + size($keys)
+  WITH f ORDER BY f.order
+  RETURN collect(f) AS earlier
+}
+UNWIND range(0, size($keys) - 1) AS i
+WITH ends, i, $keys[i] / size($inputs) AS pair, earlier[i] AS f
+WITH ends[pair / size(ends)] AS a, ends[pair % size(ends)] AS b,
+     $inputs[$keys[i] % size($inputs)] AS input, i, f
+WITH a, b, input, i, f, f IS NOT NULL AND startNode(f) = a AND endNode(f) = b AND f.input = input AS same
+FOREACH (x IN CASE WHEN same THEN [f] ELSE [] END | SET x.score = $scores[i], x.core = $core[i])
+FOREACH (x IN CASE WHEN same OR f IS NULL THEN [] ELSE [f] END | DELETE x)
+FOREACH (x IN CASE WHEN same THEN [] ELSE [1] END |
+  CREATE (a)-[:FEEDS {circuit: $circuit_id, input: input, score: $scores[i], order: $offset + i,
+                      core: $core[i]}]->(b))
 RETURN count(*) AS written
 """
 

@@ -16,6 +16,7 @@ from discovery.circuit import Circuit, Edge, Metrics, Node, Provenance
 from discovery.export import to_networkx
 from graphstore.nxgraph import circuit_graph
 from graphstore.store import component_uid, delete_circuit, list_circuits, read_circuit, write_circuit
+from graphstore.writer import edge_sample
 
 from .conftest import leftovers, purge_model
 from .reference import synthetic
@@ -102,6 +103,107 @@ def test_rewriting_a_changed_circuit_replaces_it(store, db, scratch_model):
     state = snapshot(store, db, scratch_model)
     assert (state["feeds"], state["includes"], state["ins"]) == (len(new.edges), len(new.nodes), 0)
     assert len(state["components"]) == len(new.nodes)  # what only the old version used is gone
+
+
+def test_edges_across_batches_keep_their_exact_scores_and_order(store, db, scratch_model):
+    """Edges travel as parallel lists (one integer for endpoints and input, one float): across
+    batch boundaries every FEEDS has its own endpoints, input, exact score and position."""
+    base = synthetic(f"{scratch_model}-exact", scratch_model, "t", neurons=2, seed=11)
+    odd = (5e-324, -1e-300, 1e300, -0.0, None, 0.1 + 0.2, 1 / 3)
+    edges = tuple(Edge(e.src, e.dst, e.input, odd[i % len(odd)] if i % 3 == 0 else e.score)
+                  for i, e in enumerate(base.edges))
+    circuit = dataclasses.replace(base, edges=edges)
+    write_circuit(store, circuit, database=db, batch=7)
+    assert read_circuit(store, circuit.id, database=db) == circuit
+    records, _, _ = store.execute_query(
+        "MATCH (a)-[f:FEEDS {circuit: $id}]->(b) RETURN f.order AS order, a.name AS src, "
+        "b.name AS dst, f.input AS input, f.score AS score ORDER BY order", id=circuit.id, database_=db)
+    assert [r["order"] for r in records] == list(range(len(edges)))
+    assert [(r["src"], r["dst"], r["input"], r["score"]) for r in records] == [
+        (e.src, e.dst, e.input, e.score) for e in edges]
+    assert [math.copysign(1, r["score"]) for r in records if r["score"] is not None] == [
+        math.copysign(1, e.score) for e in edges if e.score is not None]  # -0.0 stays negative
+
+
+def test_rewriting_with_fewer_edges_keeps_only_the_new_version(store, db, scratch_model):
+    """A rewrite with a third of the edges, another task and a neuron of an MLP it does not
+    include: the old edges, neurons and task go, the neuron's MLP stays, and a second write of
+    the new version changes nothing."""
+    tasks = [f"{which}-{uuid.uuid4().hex}" for which in ("old", "new")]  # tasks are not per model
+    old = synthetic(f"{scratch_model}-a", scratch_model, tasks[0], neurons=3, seed=1)
+    kept = tuple(e for e in old.edges[: len(old.edges) // 3] if "m1" not in (e.src, e.dst))
+    used = {e.src for e in kept} | {e.dst for e in kept}
+    new = dataclasses.replace(old, edges=kept, provenance=dataclasses.replace(old.provenance, task=tasks[1]),
+                              nodes=tuple(n for n in old.nodes if n.name in used) + (Node.parse("m1.n99"),))
+    write_circuit(store, old, database=db)
+    write_circuit(store, new, database=db)
+    assert read_circuit(store, new.id, database=db) == new
+    state = snapshot(store, db, scratch_model)
+    assert (state["feeds"], state["includes"], state["ins"]) == (len(kept), len(new.nodes), 1)
+    assert state["components"] == sorted(used | {"m1", "m1.n99"})
+    records, _, _ = store.execute_query("MATCH (t:Task) WHERE t.id IN $tasks RETURN t.id AS id",
+                                        tasks=tasks, database_=db)
+    assert [r["id"] for r in records] == [tasks[1]]
+    write_circuit(store, new, database=db)
+    assert snapshot(store, db, scratch_model) == state
+
+
+def _feeds(driver, db: str, circuit_id: str) -> dict[int, tuple]:
+    """The circuit's FEEDS by order: (element id, source, receiver, input, score, core)."""
+    records, _, _ = driver.execute_query(
+        "MATCH (a)-[f:FEEDS {circuit: $id}]->(b) RETURN f.order AS order, elementId(f) AS id, "
+        "a.name AS src, b.name AS dst, f.input AS input, f.score AS score, f.core AS core",
+        id=circuit_id, database_=db)
+    assert len({r["order"] for r in records}) == len(records)  # one FEEDS per order
+    return {r["order"]: (r["id"], r["src"], r["dst"], r["input"], r["score"], r["core"]) for r in records}
+
+
+def test_rewrites_update_the_earlier_edges_in_place(store, db, scratch_model):
+    """A rewrite whose edges match the earlier write's at the sampled positions keeps each
+    earlier FEEDS at the same order, endpoints and input (with the new score and core), replaces
+    the others and drops the surplus; one that does not match is written afresh. Every version
+    reads back exactly, with ``core`` only where stability was measured."""
+    base = synthetic(f"{scratch_model}-inplace", scratch_model, "t", neurons=2, seed=21)
+    e = base.edges
+    sampled = {row[0] for row in edge_sample(base)}
+    i = next(i for i in range(len(e) - 1) if not {i, i + 1} & sampled)
+    rescored = dataclasses.replace(
+        base, edges=tuple(dataclasses.replace(x, score=None if j % 4 == 0 else -x.score)
+                          for j, x in enumerate(e)),
+        stability={"orders": {"n": 2, "jaccard_mean": 0.5}, "core": [x.name for x in e[::3]]})
+    swapped = dataclasses.replace(base, edges=e[:i] + (e[i + 1], e[i]) + e[i + 2:])
+    versions = [(base, None), (base, set()), (rescored, set()), (swapped, {i, i + 1}),
+                (base, {i, i + 1}), (dataclasses.replace(base, edges=e[: len(e) // 2]), set()),
+                (dataclasses.replace(base, edges=e[::-1]), None), (dataclasses.replace(base, edges=()), set()),
+                (base, None)]
+    before: dict[int, tuple] = {}
+    for version, replaced in versions:
+        write_circuit(store, version, database=db, batch=16)
+        assert read_circuit(store, version.id, database=db) == version
+        after = _feeds(store, db, version.id)
+        core = set((version.stability or {}).get("core", ()))
+        assert [after[o][1:] for o in range(len(after))] == [
+            (x.src, x.dst, x.input, x.score, (x.name in core) if version.stability else None)
+            for x in version.edges]
+        if replaced is not None:  # None: no claim (first write, or a mismatch cleared them)
+            assert {o for o in after if after[o][0] != before[o][0]} == replaced
+        before = after
+
+
+@pytest.mark.parametrize("tamper", [  # a repeated order, a missing one, a gap
+    "MATCH ()-[f:FEEDS {circuit: $id, order: 0}]->() SET f.order = 1",
+    "MATCH ()-[f:FEEDS {circuit: $id, order: 0}]->() SET f.order = null",
+    "MATCH ()-[f:FEEDS {circuit: $id, order: 0}]->() SET f.order = 10000",
+])
+def test_rewrite_over_irregular_edge_orders_clears_them(store, db, scratch_model, tamper):
+    """Earlier edges whose orders are not exactly 0..n-1 (not written by this writer) are
+    cleared rather than updated in place: the rewrite still leaves exactly the circuit."""
+    circuit = synthetic(f"{scratch_model}-odd-orders", scratch_model, "t", seed=22)
+    write_circuit(store, circuit, database=db)
+    store.execute_query(tamper, id=circuit.id, database_=db)
+    write_circuit(store, circuit, database=db)
+    assert read_circuit(store, circuit.id, database=db) == circuit
+    assert sorted(_feeds(store, db, circuit.id)) == list(range(len(circuit.edges)))
 
 
 def test_failure_mid_write_leaves_nothing(store, db, scratch_model):
@@ -198,6 +300,16 @@ def test_delete_keeps_what_other_circuits_use(store, db, scratch_model):
     (lambda c: dataclasses.replace(c, edges=(Edge("a0.h0", "m1", "q"),) + c.edges), "receiver takes"),
     (lambda c: dataclasses.replace(c, provenance=dataclasses.replace(c.provenance, task="")),
      "provenance.task is empty"),
+    # the same faults after valid edges into the same receivers (edges are parsed once per
+    # receiver and input: these must still be caught)
+    (lambda c: dataclasses.replace(c, edges=c.edges + (Edge("a0.h0", "m1", "q"),)), "receiver takes"),
+    (lambda c: dataclasses.replace(c, edges=c.edges + (Edge("embed", "a1.h0", "mlp"),)),
+     "needs input q, k or v"),
+    (lambda c: dataclasses.replace(c, edges=c.edges + (c.edges[-1],)), "listed twice"),
+    (lambda c: dataclasses.replace(c, edges=c.edges[:-1] + (dataclasses.replace(c.edges[-1], score=math.inf),)),
+     "not a finite number"),
+    (lambda c: dataclasses.replace(c, edges=c.edges[:-1] + (dataclasses.replace(c.edges[-1], score=True),)),
+     "not a finite number"),
 ])
 def test_bad_circuits_are_refused_before_anything_is_written(store, db, scratch_model, change, message):
     good = synthetic(f"{scratch_model}-bad", scratch_model, "t", seed=4)
