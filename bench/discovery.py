@@ -97,6 +97,28 @@ def lower_bound(problem) -> float:
     return total
 
 
+def floor_seconds(model, problem, repeat: int) -> tuple[float, float]:
+    """The plain Hugging Face model on the same clean batch: (forward, forward + backward) seconds,
+    best of ``repeat``. Attribution's floor: EAP = forward (the corrupted run) + forward+backward;
+    EAP-IG with s steps = forward + s x forward+backward."""
+    hf, tokens = model.hf_model, problem.batch.clean
+    for p in hf.parameters():  # attribution needs gradients at activations only, not weights
+        p.requires_grad_(False)
+    embedded = hf.get_input_embeddings()(tokens).detach()
+
+    def forward() -> None:
+        with torch.no_grad():
+            hf(input_ids=tokens)
+
+    def forward_backward() -> None:
+        x = embedded.clone().requires_grad_()
+        hf(inputs_embeds=x).logits[:, -1].float().sum().backward()
+
+    forward(), forward_backward()  # warm-up
+    return (timed(forward, problem.ablation.device, repeat)[0],
+            timed(forward_backward, problem.ablation.device, repeat)[0])
+
+
 def gpt2_small_shape(directory: Path) -> str:
     """A randomly initialised GPT-2-small-shaped model with our tokenizer, saved to ``directory``."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -127,6 +149,10 @@ def run_row(model_name: str, task: str, method: str, args) -> dict:
     problem = fresh()
     n_edges, partial = problem.graph.n_edges, False
     with PeakMemory(device) as mem:
+        if method == "floor":
+            forward, both = floor_seconds(model, problem, args.repeat)
+            return {"edges": n_edges, "seconds": both, "forward": forward, "passes": 0, "partial": False,
+                    "before_mib": mem.before, "peak_mib": mem.before}
         if method == "lower bound":
             seconds, passes = min(lower_bound(fresh()) for _ in range(args.repeat)), n_edges
         elif method == "acdc-reference" and args.reference_edges and n_edges > args.reference_edges:
@@ -145,7 +171,7 @@ def run_row(model_name: str, task: str, method: str, args) -> dict:
 def bench_pair(model_name: str, task: str, args, rows: list[str]) -> None:
     """The rows of one (model, task), each from a fresh subprocess (its own peak memory)."""
     results = {}
-    for method in (*METHODS, "lower bound"):
+    for method in (*METHODS, "lower bound", "floor"):
         command = [sys.executable, __file__, "--one", model_name, task, method,
                    *(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                      if k in ("device", "prompts", "threshold", "repeat", "reference_edges", "dtype")),
@@ -155,15 +181,26 @@ def bench_pair(model_name: str, task: str, args, rows: list[str]) -> None:
         if out.returncode != 0:
             raise RuntimeError(f"bench row {model_name} {task} {method} failed:\n{out.stderr[-3000:]}")
         results[method] = json.loads(out.stdout.strip().splitlines()[-1])
+    floor = results.pop("floor")
     bound, ref = results["lower bound"]["seconds"], results["acdc-reference"]["seconds"]
     for method, r in results.items():
         versus = "" if method == "lower bound" else f"{ref / r['seconds']:.1f}x"
         rows.append(
             f"| {model_name} | {task} | {r['edges']} | {method} | {args.dtype} | {r['passes']} | "
             f"{'~' if r['partial'] else ''}{r['seconds']:.2f} | {r['peak_mib']:.0f} | {r['before_mib']:.0f} | "
-            f"{versus} | {r['seconds'] / bound:.2f} |"
+            f"{versus} | {r['seconds'] / bound:.2f} | {_versus_floor(method, r['seconds'], floor)} |"
         )
     print("\n".join(rows[-len(results):]), flush=True)
+
+
+def _versus_floor(method: str, seconds: float, floor: dict) -> str:
+    """``floor s (ratio)`` for the attribution rows: the plain model's forward + forward/backward
+    passes the method needs (EAP one, EAP-IG one per step), on the same batch."""
+    steps = {"eap": 1, "eap-ig": AlgorithmConfig().ig_steps}.get(method)
+    if steps is None:
+        return ""
+    bound = floor["forward"] + steps * floor["seconds"]
+    return f"{bound:.2f} ({seconds / bound:.1f}x)"
 
 
 def _partial_reference(problem, config, n: int):
@@ -225,8 +262,9 @@ def main() -> None:
           f"threshold {args.threshold}, {args.dtype}, best of {args.repeat}, max batch memory "
           f"{args.max_batch_memory or 'default'}; peak MiB: {memory}; "
           "before: the same just before the search\n")
-    rows = ["| model | task | edges | method | dtype | passes | seconds | peak MiB | before MiB | vs reference | vs lower bound |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| model | task | edges | method | dtype | passes | seconds | peak MiB | before MiB | vs reference | "
+            "vs lower bound | floor s (ratio) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     print("\n".join(rows), flush=True)
     pairs = [p.split(":") for p in args.pairs.split(",") if p]
     with tempfile.TemporaryDirectory() as tmp:
