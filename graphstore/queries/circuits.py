@@ -118,19 +118,22 @@ SET mlp:MLP
 MERGE (n)-[:IN]->(mlp)
 """
 
+#: The circuit's components ``$uids`` as one list ``ends``, in order (no row when one is missing).
+_ENDS = """
+UNWIND range(0, size($uids) - 1) AS i
+MATCH (n:Component {uid: $uids[i]})
+WITH i, n ORDER BY i
+WITH collect(n) AS ends
+WHERE size(ends) = size($uids)
+"""
+
 #: Edges as parallel lists (the driver packs each value in Python, so few values per edge):
 #: ``$keys[i]`` = ``(source index * size($uids) + receiver index) * size($inputs) + input
 #: index``, indices into ``$uids`` (the circuit's components, a few hundred index seeks per
 #: statement instead of two per edge) and ``$inputs``; ``$scores[i]``; ``$core[i]`` (``$core``
 #: null when unmeasured: ``null[i]`` is null, so no property); ``order`` is ``$offset + i``. When
 #: a uid does not match, no row is written and the writer's count check aborts the transaction.
-CREATE_EDGES = """
-UNWIND range(0, size($uids) - 1) AS i
-MATCH (n:Component {uid: $uids[i]})
-WITH i, n ORDER BY i
-WITH collect(n) AS ends
-WHERE size(ends) = size($uids)
-UNWIND range(0, size($keys) - 1) AS i
+CREATE_EDGES = _ENDS + """UNWIND range(0, size($keys) - 1) AS i
 WITH ends, i, $keys[i] / size($inputs) AS pair
 WITH ends[pair / size(ends)] AS a, ends[pair % size(ends)] AS b,
      $inputs[$keys[i] % size($inputs)] AS input, i
@@ -144,13 +147,7 @@ RETURN count(*) AS written
 #: same input, is kept and given the new score and core (setting an equal value writes nothing,
 #: so rewriting an unchanged circuit commits almost nothing: deleting and recreating 32k FEEDS
 #: cost a second); any other earlier FEEDS at that order is deleted and the edge created anew.
-UPDATE_EDGES = """
-UNWIND range(0, size($uids) - 1) AS i
-MATCH (n:Component {uid: $uids[i]})
-WITH i, n ORDER BY i
-WITH collect(n) AS ends
-WHERE size(ends) = size($uids)
-CALL () {
+UPDATE_EDGES = _ENDS + """CALL () {
   MATCH ()-[f:FEEDS {circuit: $circuit_id}]->()
   WHERE $offset <= f.order < $offset + size($keys)
   WITH f ORDER BY f.order
