@@ -18,6 +18,9 @@ input (the receiver's), computing only what they change.
   receiver is the tie set, owned by several heads of one layer. Its input is computed once (it is
   the same for every tied column) and all the owners are recomputed, batched; the plan starts
   from them all. A singleton tie (every per-head graph) takes the one-head path as before.
+* A receiver may be several inputs of one node (a head's v, k and q, visited one after another):
+  a variant is then one column per input, ``[V, U, S]``, and an input every variant leaves as it
+  is stays fixed (projected once). The pass itself is :mod:`discovery.suffix_pass`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@
   removes most edges, so this chain is usually what the sequential algorithm does. Reading the
   chain in order reproduces the sequential decisions exactly; at the first edge that is *kept*
   the rest of the chain is stale, and a new chain starts from the true state.
-* No hooks: variants differ only in one input, passed to the patched forward directly.
+* One receiver per node: the consecutive visits to one node's inputs (a head's v, k and q; a tie
+  set's heads) share its plan and caches, and a chain runs on across them, so a head of the
+  first layer (one sender per input) costs one pass, not three.
+* No hooks: variants differ only in their receiver inputs, passed to the suffix pass directly.
 * Tied inputs (one k/v input per key-value group): a receiver is a tie set; its variants write
   every tied column at once and the suffix recomputes all the heads that own it.
 """
