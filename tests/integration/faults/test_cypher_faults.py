@@ -207,7 +207,10 @@ def test_api_answers_heavy_reads_with_clear_errors_in_time(api):
     cpu = _cypher(api, CPU_HEAVY, {"n": 500_000_000})
     assert time.monotonic() - started < 2 + 1 + 1.5  # timeout + grace + slack; was ~31 s
     assert cpu.status_code == 400 and cpu.json()["kind"] == "timeout"
-    memory = _cypher(api, UNTRACKED_MEMORY)
+    # The pool-stopped query (~0.6 s): the heap-filling one took 0.5 s on some days and over the
+    # 2 s deadline on others (2026-12-08, also at older commits), then it is a timeout, not this
+    # check. Its own classification is tested above (test_memory_heavy_reads_fail_clearly...).
+    memory = _cypher(api, TRACKED_MEMORY)
     assert memory.status_code == 400 and memory.json()["kind"] == "memory"
     stats = _cypher(api, "CALL db.stats.retrieve('QUERIES') YIELD data RETURN data")
     assert stats.status_code == 400 and stats.json()["kind"] == "refused"
