@@ -55,14 +55,14 @@ def kl(final: Tensor, answers: Tensor, wrongs: Tensor, reference: Tensor | None 
     ACDC's default (Conmy et al. 2023). Lower is better, unlike the other metrics."""
     if reference is None:
         return torch.zeros(final.shape[0], device=final.device)
-    ref = reference.log_softmax(-1)
-    return (ref.exp() * (ref - final.log_softmax(-1))).sum(-1)
+    logp = reference.log_softmax(-1)
+    return kl_to((logp, logp.exp()), final)
 
 
 def kl_to(reference: tuple[Tensor, Tensor], final: Tensor) -> Tensor:
     """:func:`kl` from the reference's log-probabilities and probabilities ``[B, vocab]`` (computed
-    once) to logits ``[V, B, vocab]`` -> ``[V, B]``: the same values, without re-normalising the
-    reference for every variant."""
+    once) to logits ``[V, B, vocab]`` -> ``[V, B]`` (or ``[B, vocab]`` -> ``[B]``): a caller scoring many
+    variants normalises the reference once."""
     logp, p = reference
     return (p * (logp - final.log_softmax(-1))).sum(-1)
 

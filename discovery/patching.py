@@ -118,16 +118,18 @@ def free_bias(w: Weights, layer: int, stage: int) -> Tensor:
 
 def node_inputs(outputs: Tensor, ablation: Tensor, mask: Tensor, inputs: list[int],
                 n_avail: int, ablation_sum: Tensor | None = None,
-                scale: Tensor | None = None) -> Tensor:
+                scale: Tensor | None = None, diff: Tensor | None = None) -> Tensor:
     """Inputs ``[len(inputs), B, P, D]``: edge u->i carries ``outputs[u]`` where ``mask[u, i]`` is 1
     and ``ablation[u]`` where it is 0. All inputs listed share the same ``n_avail`` senders.
     ``ablation_sum``: ``ablation[:n_avail].sum(0)`` when the caller has it already. ``scale``
-    ``[U]``: kept edges carry ``scale[u] * outputs[u]`` instead (dose-response experiments)."""
+    ``[U]``: kept edges carry ``scale[u] * outputs[u]`` instead (dose-response experiments).
+    ``diff``: ``outputs - ablation`` when the caller keeps it (fast ACDC's cache)."""
     out, abl = outputs[:n_avail], ablation[:n_avail]
     if scale is not None:
         out = out * scale[:n_avail].to(out.dtype).view(-1, *([1] * (out.dim() - 1)))
     m = mask[:n_avail, inputs].to(out.dtype)  # [u, i]
-    return torch.einsum("ubpd,ui->ibpd", out - abl, m) + (abl.sum(0) if ablation_sum is None else ablation_sum)
+    change = out - abl if diff is None or scale is not None else diff[:n_avail]
+    return torch.einsum("ubpd,ui->ibpd", change, m) + (abl.sum(0) if ablation_sum is None else ablation_sum)
 
 
 def patched_forward(w: Weights, graph: Graph, tokens: Tensor, ablation: Tensor,
@@ -254,9 +256,7 @@ class _Nodes:
             return self.tensor()[:n].sum(0)
         if n > self.n:
             parts = [part.sum(0) for part in self._rows(self.n, n)]
-            more = parts[0]
-            for part in parts[1:]:
-                more = more + part
+            more = sum(parts[1:], parts[0])
             self.total = more if self.total is None else self.total + more
             self.n = n
         return self.total

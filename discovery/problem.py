@@ -119,11 +119,12 @@ class Problem:
                 self._suffix = SuffixContext(self.weights, self.graph, self.ablation, self.batch.last)
         return self._suffix
 
-    def receiver(self, k: int, mask: Tensor, cache: NodeCache) -> Receiver:
-        """What the variants of input ``k`` share (:mod:`discovery.suffix`); ``cache`` must be
-        current for every node, and only column ``k`` of ``mask`` may change while it is used."""
+    def receiver(self, ks: int | list[int], mask: Tensor, cache: NodeCache) -> Receiver:
+        """What the variants of receiver input(s) ``ks`` (one node's) share (:mod:`discovery.suffix`);
+        ``cache`` must be current for every node, and only those columns of ``mask`` may change
+        while it is used."""
         with torch.no_grad():
-            return Receiver(self.suffix, cache, mask, k)
+            return Receiver(self.suffix, cache, mask, ks)
 
     def run_variants(self, receiver: Receiver, columns: Tensor) -> Tensor:
         """Losses ``[V]`` of variants that differ only in the receiver's input, whose senders are

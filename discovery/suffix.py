@@ -31,7 +31,7 @@ from torch import Tensor
 
 from discovery.graph import Graph
 from discovery.mixing import mixer_of
-from discovery.patching import Weights, free_bias, heads_forward, mlp_forward, unembed
+from discovery.patching import Weights, free_bias, heads_forward, mlp_forward, node_inputs, unembed
 from discovery.suffix_pass import SuffixPass, at_last
 
 
@@ -58,8 +58,8 @@ class SuffixContext:
         n = self.graph.n_avail[ks[0]]
         if not self.mix.linear:
             return self.mix.inputs(cache.outputs, self.ablation, mask, ks, n)
-        m = mask[:n, ks].to(cache.diff.dtype)  # [u, i]
-        return torch.einsum("ubpd,ui->ibpd", cache.diff[:n], m) + self.sums[n]
+        return node_inputs(cache.outputs, self.ablation, mask, ks, n, ablation_sum=self.sums[n],
+                           diff=cache.diff)
 
 
 class NodeCache:
